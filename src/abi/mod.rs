@@ -1,0 +1,3 @@
+//! Guest ABIs: the host side of each interface's imports.
+
+pub mod terrafirma;

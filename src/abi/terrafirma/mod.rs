@@ -1,0 +1,66 @@
+//! The Terrafirma / Terrarium hostcall ABI (`env.hostcall_*`, see
+//! `shared/abi/terrafirma.md`). Each file holds one family of hostcalls and
+//! only moves bytes between guest memory (`memory.rs`) and the `Session`.
+
+mod memory;
+mod misc;
+mod request;
+mod response;
+mod session;
+mod unavailable;
+
+pub use session::Session;
+
+use wasmtime::Linker;
+
+use crate::executor::Sandbox;
+
+/// Import module of every hostcall.
+pub const MODULE: &str = "env";
+
+/// Hostcall status codes (`Ok` / `Invalid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum HostcallStatus {
+    Ok = 0,
+    Invalid = 1,
+}
+
+impl From<HostcallStatus> for i32 {
+    fn from(status: HostcallStatus) -> i32 {
+        status as i32
+    }
+}
+
+/// A guest mistake that ends the request with a trap. The message names the
+/// hostcall and is safe to show to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum HostcallError {
+    #[error("{call}: pointer range {ptr:#x}+{len} is outside guest memory")]
+    OutOfBounds { call: &'static str, ptr: u32, len: u32 },
+    #[error("{call}: the guest exports no memory")]
+    NoMemory { call: &'static str },
+    #[error("{call}: the guest registered no allocator (hostcall_init_mm) and exports no `malloc`")]
+    NoAllocator { call: &'static str },
+    #[error("{call}: the guest allocator returned no memory")]
+    AllocatorFailed { call: &'static str },
+    #[error("hostcall_init_mm: table index {index} is not a function of type [i32] -> [i32]")]
+    BadAllocatorIndex { index: u32 },
+    #[error("{call}: invalid handle {handle}")]
+    BadHandle { call: &'static str, handle: i32 },
+    #[error("hostcall_resp_set_body: body of {len} bytes is over the response limit of {limit} bytes")]
+    ResponseTooLarge { len: usize, limit: usize },
+    #[error("guest panicked: {0}")]
+    Panicked(String),
+    #[error("{0} is not available on this node yet")]
+    Unavailable(&'static str),
+}
+
+/// Adds every hostcall to the linker.
+pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+    misc::add_to_linker(linker)?;
+    request::add_to_linker(linker)?;
+    response::add_to_linker(linker)?;
+    unavailable::add_to_linker(linker)?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `hostcall_req_get_*`: the incoming request (handle 0) as the guest reads it.
+//! The node sets `x-terrafirma-client-ip` and `fastly-client-ip` itself; a
+//! client's own values for them are never shown.
+
+use bytes::Bytes;
+use http::HeaderName;
+use wasmtime::{Caller, Linker};
+
+use super::memory::{hand_out, hand_out_list, read};
+use super::{HostcallError, MODULE};
+use crate::executor::{GuestRequest, Sandbox};
+
+const CLIENT_IP_HEADERS: [&str; 2] = ["x-terrafirma-client-ip", "fastly-client-ip"];
+
+fn incoming<'a>(caller: &'a Caller<'_, Sandbox>, handle: i32, call: &'static str) -> Result<&'a GuestRequest, HostcallError> {
+    match (&caller.data().session.request, handle) {
+        (Some(request), 0) => Ok(request),
+        _ => Err(HostcallError::BadHandle { call, handle }),
+    }
+}
+
+/// Distinct header names, lower case, the node's client-ip headers included.
+fn header_names(request: &GuestRequest) -> Vec<Bytes> {
+    let mut names: Vec<Bytes> = request
+        .headers
+        .keys()
+        .filter(|name| !CLIENT_IP_HEADERS.contains(&name.as_str()))
+        .map(|name| Bytes::copy_from_slice(name.as_str().as_bytes()))
+        .collect();
+    names.extend(CLIENT_IP_HEADERS.iter().map(|name| Bytes::from_static(name.as_bytes())));
+    names
+}
+
+/// All values of one header; the name is matched case-insensitively.
+fn header_values(request: &GuestRequest, name: &[u8]) -> Vec<Bytes> {
+    let Ok(name) = HeaderName::from_bytes(name) else { return Vec::new() };
+    if CLIENT_IP_HEADERS.contains(&name.as_str()) {
+        return vec![Bytes::from(request.client_ip.to_string())];
+    }
+    request.headers.get_all(&name).iter().map(|value| Bytes::copy_from_slice(value.as_bytes())).collect()
+}
+
+pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+    linker.func_wrap_async(
+        MODULE,
+        "hostcall_req_get_method",
+        |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, req): (i32, i32, i32)| {
+            Box::new(async move {
+                const CALL: &str = "hostcall_req_get_method";
+                let method = incoming(&caller, req, CALL)?.method.clone();
+                hand_out(&mut caller, ptr_p, len_p, method.as_str().as_bytes(), CALL).await
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "hostcall_req_get_path",
+        |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, req): (i32, i32, i32)| {
+            Box::new(async move {
+                const CALL: &str = "hostcall_req_get_path";
+                let uri = incoming(&caller, req, CALL)?.uri.clone();
+                let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+                hand_out(&mut caller, ptr_p, len_p, target.as_bytes(), CALL).await
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "hostcall_req_get_headers",
+        |mut caller: Caller<'_, Sandbox>, (names_p, count_p, req): (i32, i32, i32)| {
+            Box::new(async move {
+                const CALL: &str = "hostcall_req_get_headers";
+                let names = header_names(incoming(&caller, req, CALL)?);
+                hand_out_list(&mut caller, names_p, count_p, &names, CALL).await
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "hostcall_req_get_header",
+        |mut caller: Caller<'_, Sandbox>, (values_p, count_p, req, name_ptr, name_len): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                const CALL: &str = "hostcall_req_get_header";
+                let name = read(&caller, name_ptr, name_len, CALL)?;
+                let values = header_values(incoming(&caller, req, CALL)?, &name);
+                hand_out_list(&mut caller, values_p, count_p, &values, CALL).await
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "hostcall_req_get_body",
+        |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, req): (i32, i32, i32)| {
+            Box::new(async move {
+                const CALL: &str = "hostcall_req_get_body";
+                let body = incoming(&caller, req, CALL)?.body.clone();
+                hand_out(&mut caller, ptr_p, len_p, &body, CALL).await
+            })
+        },
+    )?;
+    Ok(())
+}

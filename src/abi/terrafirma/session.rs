@@ -1,0 +1,43 @@
+//! Per-request state of a Terrafirma guest: the request it reads, the
+//! response it builds, and the guest's memory and allocator as the host found
+//! them.
+
+use std::sync::Arc;
+
+use wasmtime::{Func, Memory, Table, TypedFunc};
+
+use crate::executor::{GuestRequest, GuestResponse};
+
+pub struct Session {
+    /// The incoming request (handle 0); `None` while a prewarmed instance waits.
+    pub request: Option<GuestRequest>,
+    /// The outgoing response (handle 0).
+    pub response: GuestResponse,
+    pub max_response_bytes: usize,
+    /// `site/module`, for log lines.
+    pub label: Arc<str>,
+    pub memory: Option<Memory>,
+    /// Table 0, through the export the upload rewrite added.
+    pub table: Option<Table>,
+    /// `default_malloc_impl`, `malloc` or `memory.allocate`, if exported.
+    pub exported_malloc: Option<Func>,
+    /// The allocator registered with `hostcall_init_mm`.
+    pub registered_malloc: Option<TypedFunc<i32, i32>>,
+    pub panic_message: Option<String>,
+}
+
+impl Session {
+    pub fn new(max_response_bytes: usize) -> Self {
+        Session {
+            request: None,
+            response: GuestResponse::default(),
+            max_response_bytes,
+            label: Arc::from(""),
+            memory: None,
+            table: None,
+            exported_malloc: None,
+            registered_malloc: None,
+            panic_message: None,
+        }
+    }
+}

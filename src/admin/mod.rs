@@ -1,0 +1,165 @@
+//! The admin API (SPEC: "Admin API"): upload, inspect and delete modules.
+//! Without any token configured it answers loopback clients only; with
+//! tokens, an operator token reaches every site and a site token its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::modules::{Deployed, ModuleStore};
+
+pub struct AdminServer {
+    pub config: Arc<Config>,
+    pub store: Arc<ModuleStore>,
+}
+
+/// Who a request is from, as far as its token says.
+enum Caller {
+    Operator,
+    Site(String),
+}
+
+impl AdminServer {
+    fn tokens_configured(&self) -> bool {
+        self.config.admin_token.is_some() || self.config.sites.values().any(|s| s.token.is_some())
+    }
+
+    fn authenticate(&self, peer: SocketAddr, request: &Request<Incoming>) -> Result<Caller, Response<Full<Bytes>>> {
+        if !self.tokens_configured() {
+            return if peer.ip().is_loopback() {
+                Ok(Caller::Operator)
+            } else {
+                Err(error(StatusCode::FORBIDDEN, "the admin API answers loopback clients only when no token is configured"))
+            };
+        }
+        let token = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(token) = token else { return Err(error(StatusCode::UNAUTHORIZED, "missing bearer token")) };
+        if self.config.admin_token.as_deref().is_some_and(|t| constant_time_eq(t, token)) {
+            return Ok(Caller::Operator);
+        }
+        for (site, config) in &self.config.sites {
+            if config.token.as_deref().is_some_and(|t| constant_time_eq(t, token)) {
+                return Ok(Caller::Site(site.clone()));
+            }
+        }
+        Err(error(StatusCode::UNAUTHORIZED, "invalid token"))
+    }
+
+    pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_owned();
+        if path == "/healthz" {
+            return Response::new(Full::new(Bytes::from_static(b"ok\n")));
+        }
+        let caller = match self.authenticate(peer, &request) {
+            Ok(caller) => caller,
+            Err(response) => return response,
+        };
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (site, name) = match segments.as_slice() {
+            ["v1", "sites", site, "modules"] => (*site, None),
+            ["v1", "sites", site, "modules", name] => (*site, Some(*name)),
+            _ => return error(StatusCode::NOT_FOUND, "no such endpoint"),
+        };
+        let site = site.to_ascii_lowercase();
+        if let Caller::Site(own) = &caller {
+            if *own != site {
+                return error(StatusCode::FORBIDDEN, "this token is for another site");
+            }
+        }
+        match (request.method().clone(), name) {
+            (Method::GET, None) => {
+                let modules: Vec<Value> = self.store.registry.list(&site).iter().map(|d| describe(d)).collect();
+                json_response(StatusCode::OK, json!({ "modules": modules }))
+            }
+            (Method::GET, Some(name)) => match self.store.registry.get(&site, name) {
+                Some(deployed) => json_response(StatusCode::OK, describe(&deployed)),
+                None => error(StatusCode::NOT_FOUND, &format!("no module {name:?} on site {site:?}")),
+            },
+            (Method::PUT, Some(name)) => self.upload(&site, name, request).await,
+            (Method::DELETE, Some(name)) => match self.store.remove(&site, name).await {
+                Ok(true) => {
+                    let mut response = Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    response
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, &format!("no module {name:?} on site {site:?}")),
+                Err(e) if e.is_client_error() => error(StatusCode::BAD_REQUEST, &e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            },
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        }
+    }
+
+    async fn upload(&self, site: &str, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let limit = self.config.limits_for(site).max_upload_bytes;
+        let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, &format!("upload over the limit of {limit} bytes"));
+        let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return too_large();
+        }
+        let body = match Limited::new(request.into_body(), limit as usize).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "upload could not be read"),
+        };
+        match self.store.deploy(site, name, body).await {
+            Ok(outcome) => {
+                let d = &outcome.deployed;
+                tracing::info!(site, module = name, sha256 = %d.sha256, compile_ms = outcome.compile_ms, "deployed");
+                let status = if outcome.replaced { StatusCode::OK } else { StatusCode::CREATED };
+                json_response(
+                    status,
+                    json!({
+                        "site": d.site, "name": d.name, "sha256": d.sha256, "bytes": d.bytes,
+                        "abi": d.abi.as_str(), "compile_ms": outcome.compile_ms, "warnings": d.warnings,
+                    }),
+                )
+            }
+            Err(e) if e.is_client_error() => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => {
+                tracing::error!(site, module = name, "deploy failed: {e}");
+                error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+            }
+        }
+    }
+}
+
+fn describe(d: &Deployed) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "name": d.name, "sha256": d.sha256, "abi": d.abi.as_str(), "bytes": d.bytes,
+        "deployed_at": humantime::format_rfc3339_seconds(d.deployed_at).to_string(),
+        "requests": d.requests.load(Relaxed), "errors": d.errors.load(Relaxed),
+        "warnings": d.warnings,
+    })
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec(&value).expect("JSON values serialize");
+    body.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "error": message }))
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

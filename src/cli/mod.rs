@@ -1,0 +1,51 @@
+//! Command-line interface: one file per command, each a struct with
+//! `execute()`.
+
+mod compile;
+mod deploy;
+mod run;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "terrafirma", version, about = "A serverless WebAssembly edge node")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the node.
+    Serve(serve::ServeCommand),
+    /// Upload a module through the admin API.
+    Deploy(deploy::DeployCommand),
+    /// Run a module once: a WASI command, or an HTTP handler with --request.
+    Run(run::RunCommand),
+    /// Compile a module ahead of time for this engine.
+    Compile(compile::CompileCommand),
+}
+
+impl Command {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Serve(c) => c.execute(),
+            Command::Deploy(c) => c.execute(),
+            Command::Run(c) => c.execute(),
+            Command::Compile(c) => c.execute(),
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

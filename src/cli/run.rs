@@ -1,0 +1,135 @@
+//! `terrafirma run`: run a module once, without a server. A WASI command runs
+//! with the terminal's stdio, like `wasmtime run`; an HTTP handler runs
+//! against a synthetic request (`--request`) and its response is printed.
+//! Compiled artifacts are cached, so a second run does not compile again.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use terrafirma::config::Limits;
+use terrafirma::engine::EngineShape;
+use terrafirma::executor::{GuestRequest, Handler, Sandbox, SandboxLimits};
+use terrafirma::modules::artifact::load_or_compile;
+use terrafirma::modules::prepare::{Abi, prepare};
+use terrafirma::runtime::Runtime;
+use wasmtime_wasi::WasiCtxBuilder;
+
+#[derive(Args)]
+pub struct RunCommand {
+    /// The module: .wasm binary or .wat text
+    file: PathBuf,
+    /// Run as an HTTP handler against a request for this path
+    #[arg(long)]
+    request: Option<String>,
+    /// Request method
+    #[arg(long, default_value = "GET", requires = "request")]
+    method: String,
+    /// Request header `Name: value` (repeatable)
+    #[arg(short = 'H', long = "header", requires = "request")]
+    headers: Vec<String>,
+    /// Request body
+    #[arg(long, requires = "request")]
+    data: Option<String>,
+    /// Arguments of a WASI command
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// A one-off run gets one memory of up to 4 GiB, no fuel or time limit.
+const RUN_SHAPE: EngineShape = EngineShape { instances: 4, max_memory_bytes: 4 << 30 };
+const UNLIMITED: SandboxLimits = SandboxLimits {
+    fuel: u64::MAX,
+    timeout: Duration::from_secs(365 * 24 * 3600),
+    memory_bytes: 4 << 30,
+    max_response_bytes: 1 << 30,
+};
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("terrafirma")
+}
+
+impl RunCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        super::init_logging("warn");
+        let bytes = std::fs::read(&self.file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.file.display()))?;
+        let prepared = prepare(&bytes)?;
+        let runtime = Runtime::new(RUN_SHAPE)?;
+        let cache = cache_dir();
+        let module = load_or_compile(&runtime, &cache.join("artifacts"), &cache.join("tmp"), &prepared)?.module;
+        let name = self.file.file_stem().and_then(|s| s.to_str()).unwrap_or("module").to_owned();
+        super::tokio_runtime()?.block_on(async {
+            match (&self.request, prepared.abi) {
+                (Some(path), _) => self.run_request(&runtime, module, prepared.abi, &name, path).await,
+                (None, Abi::WasiCgi) => self.run_command(&runtime, module).await,
+                (None, Abi::Terrafirma) => anyhow::bail!("{} is an HTTP handler: give it a request with --request PATH", self.file.display()),
+            }
+        })
+    }
+
+    async fn run_request(&self, runtime: &Arc<Runtime>, module: wasmtime::Module, abi: Abi, name: &str, path: &str) -> anyhow::Result<ExitCode> {
+        let limits = SandboxLimits::from(&Limits::default());
+        let (handler, warnings) = Handler::new(runtime, module, abi, Arc::from(format!("run/{name}")), limits, 0)?;
+        for warning in warnings {
+            eprintln!("warning: {warning}");
+        }
+        let mut headers = HeaderMap::new();
+        for header in &self.headers {
+            let (key, value) = header.split_once(':').ok_or_else(|| anyhow::anyhow!("header {header:?} is not `Name: value`"))?;
+            headers.append(HeaderName::from_bytes(key.trim().as_bytes())?, HeaderValue::from_str(value.trim())?);
+        }
+        let uri: Uri = path.parse()?;
+        let segment = uri.path().trim_start_matches('/').split('/').next().unwrap_or_default();
+        let request = GuestRequest {
+            method: Method::from_bytes(self.method.as_bytes())?,
+            script_len: if segment.is_empty() { 0 } else { 1 + segment.len() },
+            uri,
+            headers,
+            body: Bytes::from(self.data.clone().unwrap_or_default()),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        match handler.handle(request).await {
+            Ok(response) => {
+                println!("HTTP/1.1 {}", response.status);
+                for (key, value) in &response.headers {
+                    println!("{key}: {}", String::from_utf8_lossy(value.as_bytes()));
+                }
+                println!();
+                use std::io::Write;
+                std::io::stdout().write_all(&response.body)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(fault) => {
+                println!("HTTP/1.1 {}\nx-terrafirma-error: {}\n\n{name}: {}", fault.kind.status(), fault.kind.code(), fault.reason);
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+
+    async fn run_command(&self, runtime: &Arc<Runtime>, module: wasmtime::Module) -> anyhow::Result<ExitCode> {
+        let mut store = Sandbox::new_store(&runtime.engine, &UNLIMITED);
+        let program = self.file.display().to_string();
+        let args: Vec<&str> = std::iter::once(program.as_str()).chain(self.args.iter().map(String::as_str)).collect();
+        store.data_mut().wasi = Some(WasiCtxBuilder::new().inherit_stdio().args(&args).build_p1());
+        let mut linker = runtime.wasi_linker.clone();
+        linker.define_unknown_imports_as_traps(&module)?;
+        let instance = linker.instantiate_async(&mut store, &module).await?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        match start.call_async(&mut store, ()).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => Ok(ExitCode::from(exit.0.clamp(0, 255) as u8)),
+                None => Err(error.into()),
+            },
+        }
+    }
+}

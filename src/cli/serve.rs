@@ -1,0 +1,54 @@
+//! `terrafirma serve`: run the node until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use terrafirma::config::{Config, Overrides};
+use terrafirma::node::Node;
+
+#[derive(Args)]
+pub struct ServeCommand {
+    /// Address of the sites' HTTP server [default: 127.0.0.1:8080]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address of the admin API [default: 127.0.0.1:8081]
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Data directory [default: ./terrafirma-data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ServeCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        super::init_logging("info,cranelift=warn,wasmtime=warn");
+        let overrides = Overrides { listen: self.listen, admin: self.admin, data: self.data };
+        let config = Config::load(self.config.as_deref(), &overrides)?;
+        super::tokio_runtime()?.block_on(async {
+            let node = Node::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            node.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,294 @@
+//! Node configuration: the TOML file of SPEC.md plus command-line flags,
+//! merged and validated into one `Config` before any socket is bound.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the node needs to run, already validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub data: PathBuf,
+    pub admin_token: Option<String>,
+    pub pool: PoolConfig,
+    /// Defaults for every site.
+    pub limits: Limits,
+    /// Per-site overrides, keyed by lower-case host name.
+    pub sites: BTreeMap<String, SiteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Instance slots in the pooling allocator (and memories, tables, stacks).
+    pub instances: u32,
+    /// Ready instances kept per hot module; 0 turns prewarming off.
+    pub prewarm: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig { instances: 1000, prewarm: 0 }
+    }
+}
+
+/// Per-request and per-upload limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub timeout_ms: u64,
+    pub fuel: u64,
+    pub memory_mb: u64,
+    pub max_request_bytes: u64,
+    pub max_response_bytes: u64,
+    pub max_upload_bytes: u64,
+    pub outbound_hosts: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_ms: 5_000,
+            fuel: 2_000_000_000,
+            memory_mb: 128,
+            max_request_bytes: 8 << 20,
+            max_response_bytes: 8 << 20,
+            max_upload_bytes: 64 << 20,
+            outbound_hosts: Vec::new(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn memory_bytes(&self) -> usize {
+        (self.memory_mb as usize) << 20
+    }
+}
+
+/// A site's admin token and the limits that differ from the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct SiteConfig {
+    pub token: Option<String>,
+    pub limits: Limits,
+}
+
+/// The file as written: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    admin_token: Option<String>,
+    #[serde(default)]
+    pool: PoolConfig,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    sites: BTreeMap<String, SiteFile>,
+}
+
+/// Limits as written in the file: absent keys fall back to another level.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    timeout_ms: Option<u64>,
+    fuel: Option<u64>,
+    memory_mb: Option<u64>,
+    max_request_bytes: Option<u64>,
+    max_response_bytes: Option<u64>,
+    max_upload_bytes: Option<u64>,
+    outbound_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteFile {
+    token: Option<String>,
+    #[serde(flatten)]
+    limits: LimitsFile,
+}
+
+impl LimitsFile {
+    fn over(&self, base: &Limits) -> Limits {
+        Limits {
+            timeout_ms: self.timeout_ms.unwrap_or(base.timeout_ms),
+            fuel: self.fuel.unwrap_or(base.fuel),
+            memory_mb: self.memory_mb.unwrap_or(base.memory_mb),
+            max_request_bytes: self.max_request_bytes.unwrap_or(base.max_request_bytes),
+            max_response_bytes: self.max_response_bytes.unwrap_or(base.max_response_bytes),
+            max_upload_bytes: self.max_upload_bytes.unwrap_or(base.max_upload_bytes),
+            outbound_hosts: self.outbound_hosts.clone().unwrap_or_else(|| base.outbound_hosts.clone()),
+        }
+    }
+}
+
+/// Command-line values that win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            admin: "127.0.0.1:8081".parse().expect("literal address"),
+            data: PathBuf::from("./terrafirma-data"),
+            admin_token: None,
+            pool: PoolConfig::default(),
+            limits: Limits::default(),
+            sites: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the optional file, applies the flags, validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                Self::parse(&text).map_err(|e| match e {
+                    ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
+                    other => other,
+                })?
+            }
+            None => Config::default(),
+        };
+        let mut config = parsed;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(admin) = overrides.admin {
+            config.admin = admin;
+        }
+        if let Some(data) = &overrides.data {
+            config.data = data.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text into a config (not yet validated).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file: ConfigFile = toml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: PathBuf::from("<text>"), source })?;
+        let defaults = Config::default();
+        let limits = file.limits.over(&Limits::default());
+        let sites = file
+            .sites
+            .into_iter()
+            .map(|(name, site)| {
+                let limits = site.limits.over(&limits);
+                (name.to_ascii_lowercase(), SiteConfig { token: site.token, limits })
+            })
+            .collect();
+        Ok(Config {
+            listen: file.listen.unwrap_or(defaults.listen),
+            admin: file.admin.unwrap_or(defaults.admin),
+            data: file.data.unwrap_or(defaults.data),
+            admin_token: file.admin_token,
+            pool: file.pool,
+            limits,
+            sites,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.pool.instances == 0 {
+            return bad("pool.instances must be at least 1".into());
+        }
+        if self.pool.prewarm > 64 {
+            return bad("pool.prewarm must be at most 64".into());
+        }
+        for (site, limits) in self.all_limits() {
+            if limits.timeout_ms == 0 {
+                return bad(format!("{site}: timeout_ms must be positive"));
+            }
+            if limits.fuel == 0 {
+                return bad(format!("{site}: fuel must be positive"));
+            }
+            if limits.memory_mb == 0 || limits.memory_mb > 4096 {
+                return bad(format!("{site}: memory_mb must be between 1 and 4096"));
+            }
+        }
+        for site in self.sites.keys() {
+            if !crate::modules::valid_site_name(site) {
+                return bad(format!("invalid site name {site:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn all_limits(&self) -> impl Iterator<Item = (&str, &Limits)> {
+        std::iter::once(("[limits]", &self.limits))
+            .chain(self.sites.iter().map(|(name, site)| (name.as_str(), &site.limits)))
+    }
+
+    /// The limits that apply to one site.
+    pub fn limits_for(&self, site: &str) -> &Limits {
+        self.sites.get(site).map(|s| &s.limits).unwrap_or(&self.limits)
+    }
+
+    /// The largest linear memory any site may use: the pool's slot size.
+    pub fn max_memory_bytes(&self) -> usize {
+        self.all_limits().map(|(_, l)| l.memory_bytes()).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_overrides_inherit_from_limits() {
+        let config = Config::parse(
+            r#"
+            [limits]
+            timeout_ms = 200
+            memory_mb = 16
+            [sites."Example.com"]
+            token = "t"
+            timeout_ms = 100
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let site = config.limits_for("example.com");
+        assert_eq!(site.timeout_ms, 100);
+        assert_eq!(site.memory_mb, 16);
+        assert_eq!(config.limits_for("other").timeout_ms, 200);
+        assert_eq!(config.sites["example.com"].token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(Config::parse("listn = \"127.0.0.1:1\"").is_err());
+        assert!(Config::parse("[limits]\nfuell = 3").is_err());
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let config = Config::parse("[limits]\nfuel = 0").unwrap();
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! Guest faults: what ended a request early, mapped in one place to the HTTP
+//! status and `x-terrafirma-error` value of SPEC's error table.
+
+use std::fmt;
+
+use http::StatusCode;
+use wasmtime::{PoolConcurrencyLimitError, Trap};
+
+use super::sandbox::DeadlineExceeded;
+use crate::abi::terrafirma::HostcallError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    NotFound,
+    Trap,
+    Fuel,
+    Timeout,
+    Memory,
+    Overloaded,
+    BodyTooLarge,
+}
+
+impl FaultKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            FaultKind::NotFound => StatusCode::NOT_FOUND,
+            FaultKind::Trap | FaultKind::Fuel | FaultKind::Memory => StatusCode::INTERNAL_SERVER_ERROR,
+            FaultKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            FaultKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            FaultKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// The value of the `x-terrafirma-error` header.
+    pub fn code(self) -> &'static str {
+        match self {
+            FaultKind::NotFound => "not-found",
+            FaultKind::Trap => "trap",
+            FaultKind::Fuel => "fuel",
+            FaultKind::Timeout => "timeout",
+            FaultKind::Memory => "memory",
+            FaultKind::Overloaded => "overloaded",
+            FaultKind::BodyTooLarge => "body-too-large",
+        }
+    }
+}
+
+/// A request that ended without a guest response.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// One line for the client: never a host path or a host stack trace.
+    pub reason: String,
+}
+
+impl Fault {
+    pub fn new(kind: FaultKind, reason: impl Into<String>) -> Self {
+        Fault { kind, reason: reason.into() }
+    }
+
+    /// Classifies an error out of instantiation or a guest call.
+    /// `memory_denied` says whether the store's limiter refused a growth.
+    pub fn from_guest_error(error: &wasmtime::Error, memory_denied: bool) -> Fault {
+        if error.downcast_ref::<DeadlineExceeded>().is_some() {
+            return Fault::new(FaultKind::Timeout, "wall-clock limit exceeded");
+        }
+        if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            return Fault::new(FaultKind::Overloaded, "no instance slot free");
+        }
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            if *trap == Trap::OutOfFuel {
+                return Fault::new(FaultKind::Fuel, "fuel exhausted");
+            }
+            if memory_denied {
+                return Fault::new(FaultKind::Memory, "memory limit exceeded");
+            }
+            return Fault::new(FaultKind::Trap, format!("guest trapped: {trap}"));
+        }
+        if memory_denied {
+            return Fault::new(FaultKind::Memory, "memory limit exceeded");
+        }
+        if let Some(hostcall) = error.downcast_ref::<HostcallError>() {
+            return Fault::new(FaultKind::Trap, hostcall.to_string());
+        }
+        // Unknown imports linked as traps, and anything else wasmtime reports:
+        // keep the first line of the top-level message only.
+        let message = error.to_string();
+        let first = message.lines().next().unwrap_or("guest failed");
+        Fault::new(FaultKind::Trap, first.chars().take(200).collect::<String>())
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.reason)
+    }
+}

@@ -1,0 +1,198 @@
+//! The Terrafirma / Terrarium executor: a fresh instance per request from the
+//! module's `InstancePre`, optionally taken from a small queue of instances
+//! made ahead of time, then `_initialize` (if exported) and `run`.
+
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+use wasmtime::{ExternType, InstancePre, Module, ModuleExport, Store, TypedFunc};
+
+use super::sandbox::arm;
+use super::{Fault, FaultKind, GuestRequest, GuestResponse, Sandbox, SandboxLimits};
+use crate::abi::terrafirma::HostcallError;
+use crate::modules::prepare::{MEMORY_EXPORT, TABLE_EXPORT};
+use crate::runtime::Runtime;
+
+/// Exports a guest may offer as its allocator, in the ABI's order.
+const MALLOC_EXPORTS: [&str; 3] = ["default_malloc_impl", "malloc", "memory.allocate"];
+
+/// Export lookups resolved once per module.
+#[derive(Clone)]
+struct Exports {
+    run: ModuleExport,
+    initialize: Option<ModuleExport>,
+    memory: Option<ModuleExport>,
+    table: Option<ModuleExport>,
+    malloc: Option<ModuleExport>,
+}
+
+/// An instance ready for `run`.
+struct Ready {
+    store: Store<Sandbox>,
+    run: TypedFunc<(), ()>,
+}
+
+/// Makes instances of one module.
+struct Instantiator {
+    runtime: Arc<Runtime>,
+    pre: InstancePre<Sandbox>,
+    exports: Exports,
+    label: Arc<str>,
+    limits: SandboxLimits,
+}
+
+pub struct TerrafirmaHandler {
+    instantiator: Arc<Instantiator>,
+    /// Instances made ahead of time; `None` when prewarming is off.
+    warm: Option<Arc<ArrayQueue<Ready>>>,
+}
+
+/// Checks that `name`, if exported, is a function of type `[] -> []`.
+pub(super) fn nullary_export(module: &Module, name: &str) -> wasmtime::Result<Option<ModuleExport>> {
+    let Some(ty) = module.get_export(name) else { return Ok(None) };
+    match ty {
+        ExternType::Func(f) if f.params().len() == 0 && f.results().len() == 0 => Ok(module.get_export_index(name)),
+        _ => wasmtime::bail!("export `{name}` must be a function of type [] -> []"),
+    }
+}
+
+/// Resolves imports once: the node's own with type checks, anything else
+/// as a trapping function, listed in the returned warnings.
+pub(super) fn link(
+    runtime: &Runtime,
+    linker: &wasmtime::Linker<Sandbox>,
+    module: &Module,
+) -> wasmtime::Result<(InstancePre<Sandbox>, Vec<String>)> {
+    let mut store = Store::new(&runtime.engine, Sandbox::unarmed());
+    let warnings = module
+        .imports()
+        .filter(|import| linker.get_by_import(&mut store, import).is_none())
+        .map(|import| format!("unknown import `{}::{}` is linked as a function that traps", import.module(), import.name()))
+        .collect();
+    let mut linker = linker.clone();
+    linker.define_unknown_imports_as_traps(module)?;
+    Ok((linker.instantiate_pre(module)?, warnings))
+}
+
+impl TerrafirmaHandler {
+    pub fn new(
+        runtime: &Arc<Runtime>,
+        module: Module,
+        label: Arc<str>,
+        limits: SandboxLimits,
+        prewarm: u32,
+    ) -> wasmtime::Result<(TerrafirmaHandler, Vec<String>)> {
+        let exports = Exports {
+            run: nullary_export(&module, "run")?.ok_or_else(|| wasmtime::format_err!("module does not export `run`"))?,
+            initialize: nullary_export(&module, "_initialize")?,
+            memory: module.get_export_index(MEMORY_EXPORT),
+            table: module.get_export_index(TABLE_EXPORT),
+            malloc: MALLOC_EXPORTS.iter().find_map(|name| module.get_export_index(name)),
+        };
+        let (pre, warnings) = link(runtime, &runtime.terrafirma_linker, &module)?;
+        let instantiator = Arc::new(Instantiator { runtime: runtime.clone(), pre, exports, label, limits });
+        let warm = (prewarm > 0).then(|| Arc::new(ArrayQueue::new(prewarm as usize)));
+        Ok((TerrafirmaHandler { instantiator, warm }, warnings))
+    }
+
+    pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
+        let ready = match self.warm.as_ref().and_then(|queue| queue.pop()) {
+            Some(ready) => ready,
+            None => self.instantiator.instantiate().await?,
+        };
+        self.refill();
+        self.instantiator.run(ready, request).await
+    }
+
+    /// Tops the warm queue up by one instance, off the request path.
+    fn refill(&self) {
+        let Some(queue) = &self.warm else { return };
+        if queue.is_full() {
+            return;
+        }
+        let queue = queue.clone();
+        let instantiator = self.instantiator.clone();
+        tokio::spawn(async move {
+            if let Ok(ready) = instantiator.instantiate().await {
+                // A full queue drops the instance, which frees its slot.
+                let _ = queue.push(ready);
+            }
+        });
+    }
+}
+
+impl Instantiator {
+    async fn instantiate(&self) -> Result<Ready, Fault> {
+        let mut store = Sandbox::new_store(&self.runtime.engine, &self.limits);
+        store.data_mut().session.label = self.label.clone();
+        let instance = match self.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            Err(error) => return Err(fault(&store, &error)),
+        };
+        let exports = &self.exports;
+        let memory = exports.memory.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_memory());
+        let table = exports.table.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_table());
+        let malloc = exports.malloc.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_func());
+        let session = &mut store.data_mut().session;
+        session.memory = memory;
+        session.table = table;
+        session.exported_malloc = malloc;
+        let typed = |store: &mut Store<Sandbox>, export: &ModuleExport| {
+            instance
+                .get_module_export(&mut *store, export)
+                .and_then(|e| e.into_func())
+                .and_then(|f| f.typed::<(), ()>(&*store).ok())
+                .expect("export type checked at upload")
+        };
+        if let Some(initialize) = &exports.initialize {
+            let initialize = typed(&mut store, initialize);
+            if let Err(error) = initialize.call_async(&mut store, ()).await {
+                return Err(fault(&store, &error));
+            }
+        }
+        let run = typed(&mut store, &exports.run);
+        Ok(Ready { store, run })
+    }
+
+    async fn run(&self, ready: Ready, request: GuestRequest) -> Result<GuestResponse, Fault> {
+        let Ready { mut store, run } = ready;
+        arm(&mut store, &self.limits);
+        store.data_mut().session.request = Some(request);
+        let result = run.call_async(&mut store, ()).await;
+        log_guest_output(&store);
+        match result {
+            Ok(()) => Ok(std::mem::take(&mut store.data_mut().session.response)),
+            Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) if exit.0 == 0 => Ok(std::mem::take(&mut store.data_mut().session.response)),
+                Some(exit) => Err(Fault::new(FaultKind::Trap, format!("guest exited with code {}", exit.0))),
+                None => Err(fault(&store, &error)),
+            },
+        }
+    }
+}
+
+/// Classifies a guest error, naming a recorded panic message if there is one.
+fn fault(store: &Store<Sandbox>, error: &wasmtime::Error) -> Fault {
+    let sandbox = store.data();
+    let mut fault = Fault::from_guest_error(error, sandbox.memory_cap.denied);
+    if fault.kind == FaultKind::Trap {
+        if let Some(message) = &sandbox.session.panic_message {
+            fault.reason = HostcallError::Panicked(one_line(message)).to_string();
+        }
+    }
+    fault
+}
+
+fn one_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().chars().take(200).collect()
+}
+
+/// Sends what the guest wrote to WASI stdout/stderr to the node's log.
+pub(super) fn log_guest_output(store: &Store<Sandbox>) {
+    let sandbox = store.data();
+    let Some(log) = &sandbox.guest_log else { return };
+    let output = log.contents();
+    for line in String::from_utf8_lossy(&output).lines() {
+        tracing::info!(target: "guest", module = %sandbox.session.label, "{line}");
+    }
+}

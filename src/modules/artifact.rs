@@ -1,0 +1,84 @@
+//! Compiled artifacts: a prepared module compiled once for this engine and
+//! kept under `DATA/artifacts`, named by the module's sha256 and the engine's
+//! compatibility tag, loaded back with `Module::deserialize_file` (mmap).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use wasmtime::Module;
+
+use super::prepare::Prepared;
+use crate::runtime::Runtime;
+
+/// Bumped whenever `prepare::rewrite` changes what it produces.
+const REWRITE_VERSION: u32 = 1;
+
+/// A compiled module and how long compiling it took (0 if it was cached).
+pub struct Compiled {
+    pub module: Module,
+    pub compile_ms: u64,
+}
+
+pub fn artifact_path(dir: &Path, runtime: &Runtime, sha256: &str) -> PathBuf {
+    dir.join(format!("{sha256}-{}-r{REWRITE_VERSION}.cwasm", runtime.compat_tag))
+}
+
+/// Loads the artifact of `prepared` from `dir`, compiling and writing it if
+/// it is missing or unreadable.
+pub fn load_or_compile(runtime: &Runtime, dir: &Path, tmp: &Path, prepared: &Prepared) -> anyhow::Result<Compiled> {
+    let path = artifact_path(dir, runtime, &prepared.sha256);
+    if path.exists() {
+        // SAFETY: the file was written by `precompile_module` of this engine
+        // configuration (the name carries its compatibility tag) through an
+        // atomic rename, and nothing else writes to DATA/artifacts.
+        match unsafe { Module::deserialize_file(&runtime.engine, &path) } {
+            Ok(module) => return Ok(Compiled { module, compile_ms: 0 }),
+            Err(error) => tracing::warn!("recompiling unreadable artifact {}: {error}", path.display()),
+        }
+    }
+    let started = Instant::now();
+    let bytes = runtime.engine.precompile_module(&prepared.rewritten)?;
+    let compile_ms = started.elapsed().as_millis() as u64;
+    write_atomic(tmp, &path, &bytes)?;
+    // SAFETY: as above; the file was just written by this engine.
+    let module = unsafe { Module::deserialize_file(&runtime.engine, &path)? };
+    Ok(Compiled { module, compile_ms })
+}
+
+/// Compiles in memory only (`terrafirma run`, benches).
+pub fn compile_in_memory(runtime: &Runtime, prepared: &Prepared) -> anyhow::Result<Module> {
+    Ok(Module::new(&runtime.engine, &prepared.rewritten)?)
+}
+
+/// Writes `bytes` to `dest` so that a crash leaves either the old file or the
+/// new one: a temporary file in `tmp` (same filesystem), fsync, rename, fsync
+/// of the directory.
+pub fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(tmp)?;
+    let mut file = tempfile_in(tmp)?;
+    file.1.write_all(bytes)?;
+    file.1.sync_all()?;
+    drop(file.1);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(&file.0, dest).inspect_err(|_| {
+        let _ = std::fs::remove_file(&file.0);
+    })?;
+    if let Some(parent) = dest.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    loop {
+        let path = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

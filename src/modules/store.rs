@@ -1,0 +1,257 @@
+//! The module store on disk and its one write path. Uploads, deletions and
+//! the drop-folder scan all go through here, one at a time:
+//!
+//! ```text
+//! DATA/sites/SITE/NAME.wasm     the module as uploaded (the drop folder)
+//! DATA/artifacts/*.cwasm        compiled code, rebuilt when missing
+//! DATA/tmp/                     temporary files, renamed into place
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use super::artifact::{load_or_compile, write_atomic};
+use super::prepare::{PrepareError, prepare};
+use super::registry::{Deployed, Registry};
+use super::{valid_module_name, valid_site_name};
+use crate::config::Config;
+use crate::executor::{Handler, SandboxLimits};
+use crate::runtime::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("invalid site name {0:?}")]
+    BadSite(String),
+    #[error("invalid module name {0:?}: use letters, digits, `_` and `-`")]
+    BadName(String),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error("{0}")]
+    Link(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+impl DeployError {
+    /// Whether the upload itself is at fault (400) rather than the node (500).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, DeployError::Storage(_))
+    }
+}
+
+pub struct DeployOutcome {
+    pub deployed: Arc<Deployed>,
+    pub replaced: bool,
+    pub compile_ms: u64,
+}
+
+/// Size and modification time of a module file, to notice changes cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: SystemTime,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Stamp { len: meta.len(), modified: meta.modified().ok()? })
+}
+
+pub struct ModuleStore {
+    runtime: Arc<Runtime>,
+    config: Arc<Config>,
+    sites_dir: PathBuf,
+    artifacts_dir: PathBuf,
+    tmp_dir: PathBuf,
+    pub registry: Registry,
+    /// Serialises every change; also guards what the scan last saw of each
+    /// file (a deployed stamp, or one that failed and is not retried).
+    scan_state: tokio::sync::Mutex<HashMap<(String, String), Stamp>>,
+}
+
+impl ModuleStore {
+    pub fn open(runtime: Arc<Runtime>, config: Arc<Config>) -> std::io::Result<Arc<ModuleStore>> {
+        let data = &config.data;
+        let store = ModuleStore {
+            sites_dir: data.join("sites"),
+            artifacts_dir: data.join("artifacts"),
+            tmp_dir: data.join("tmp"),
+            runtime,
+            registry: Registry::default(),
+            scan_state: tokio::sync::Mutex::new(HashMap::new()),
+            config,
+        };
+        for dir in [&store.sites_dir, &store.artifacts_dir, &store.tmp_dir] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Arc::new(store))
+    }
+
+    pub fn sites_dir(&self) -> &Path {
+        &self.sites_dir
+    }
+
+    fn module_path(&self, site: &str, name: &str) -> PathBuf {
+        self.sites_dir.join(site).join(format!("{name}.wasm"))
+    }
+
+    /// Validates, compiles and serves an upload, then stores it as
+    /// `DATA/sites/SITE/NAME.wasm`. On any error nothing changes.
+    pub async fn deploy(self: &Arc<Self>, site: &str, name: &str, upload: bytes::Bytes) -> Result<DeployOutcome, DeployError> {
+        check_names(site, name)?;
+        let mut scan_state = self.scan_state.lock().await;
+        let this = self.clone();
+        let (site_owned, name_owned) = (site.to_owned(), name.to_owned());
+        let (outcome, stamp) = tokio::task::spawn_blocking(move || {
+            let (deployed, compile_ms, original) = this.build(&site_owned, &name_owned, &upload)?;
+            let path = this.module_path(&site_owned, &name_owned);
+            write_atomic(&this.tmp_dir, &path, &original).map_err(|e| DeployError::Storage(e.to_string()))?;
+            let replaced = this.registry.insert(deployed.clone()).is_some();
+            Ok::<_, DeployError>((DeployOutcome { deployed, replaced, compile_ms }, stamp(&path)))
+        })
+        .await
+        .map_err(|e| DeployError::Storage(format!("deploy task failed: {e}")))??;
+        if let Some(stamp) = stamp {
+            scan_state.insert((site.to_owned(), name.to_owned()), stamp);
+        }
+        Ok(outcome)
+    }
+
+    /// Stops serving a module and deletes its file. `false` if there was none.
+    pub async fn remove(&self, site: &str, name: &str) -> Result<bool, DeployError> {
+        check_names(site, name)?;
+        let mut scan_state = self.scan_state.lock().await;
+        scan_state.remove(&(site.to_owned(), name.to_owned()));
+        let removed = self.registry.remove(site, name).is_some();
+        match std::fs::remove_file(self.module_path(site, name)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(removed),
+            Err(e) => Err(DeployError::Storage(e.to_string())),
+        }
+    }
+
+    /// Prepares, compiles (or loads the cached artifact) and links a module.
+    fn build(&self, site: &str, name: &str, upload: &[u8]) -> Result<(Arc<Deployed>, u64, Vec<u8>), DeployError> {
+        let prepared = prepare(upload)?;
+        let compiled = load_or_compile(&self.runtime, &self.artifacts_dir, &self.tmp_dir, &prepared)
+            .map_err(|e| DeployError::Link(format!("compilation failed: {}", root_message(&e))))?;
+        let limits = SandboxLimits::from(self.config.limits_for(site));
+        let label: Arc<str> = Arc::from(format!("{site}/{name}"));
+        let (handler, warnings) =
+            Handler::new(&self.runtime, compiled.module, prepared.abi, label, limits, self.config.pool.prewarm)
+                .map_err(|e| DeployError::Link(root_message(&e.into())))?;
+        let deployed = Arc::new(Deployed {
+            site: site.to_owned(),
+            name: name.to_owned(),
+            sha256: prepared.sha256,
+            bytes: prepared.original.len() as u64,
+            abi: prepared.abi,
+            deployed_at: SystemTime::now(),
+            warnings,
+            handler,
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        });
+        Ok((deployed, compiled.compile_ms, prepared.original))
+    }
+
+    /// Brings the registry in line with `DATA/sites`: new or changed files are
+    /// deployed, removed files stop being served. Used at start and by the
+    /// drop-folder watcher. A file that fails is logged once per version.
+    pub async fn rescan(self: &Arc<Self>) {
+        let mut scan_state = self.scan_state.lock().await;
+        let this = self.clone();
+        let seen = std::mem::take(&mut *scan_state);
+        let seen = tokio::task::spawn_blocking(move || this.rescan_blocking(seen)).await;
+        match seen {
+            Ok(seen) => *scan_state = seen,
+            Err(e) => tracing::error!("drop-folder scan failed: {e}"),
+        }
+    }
+
+    fn rescan_blocking(&self, mut seen: HashMap<(String, String), Stamp>) -> HashMap<(String, String), Stamp> {
+        let files = self.module_files();
+        for deployed in self.registry.all() {
+            let key = (deployed.site.clone(), deployed.name.clone());
+            if !files.contains_key(&key) {
+                tracing::info!(site = %key.0, module = %key.1, "module file removed; no longer served");
+                self.registry.remove(&key.0, &key.1);
+                seen.remove(&key);
+            }
+        }
+        seen.retain(|key, _| files.contains_key(key));
+        for (key, path) in files {
+            let Some(current) = stamp(&path) else { continue };
+            if seen.get(&key) == Some(&current) {
+                continue;
+            }
+            seen.insert(key.clone(), current);
+            let (site, name) = key;
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(%site, module = %name, "cannot read module file: {e}");
+                    continue;
+                }
+            };
+            let unchanged = self.registry.get(&site, &name).is_some_and(|d| {
+                use sha2::Digest;
+                d.sha256 == hex::encode(sha2::Sha256::digest(&bytes))
+            });
+            if unchanged {
+                continue;
+            }
+            match self.build(&site, &name, &bytes) {
+                Ok((deployed, compile_ms, _)) => {
+                    tracing::info!(%site, module = %name, sha256 = %deployed.sha256, compile_ms, "deployed from the data folder");
+                    self.registry.insert(deployed);
+                }
+                Err(e) => tracing::warn!(%site, module = %name, "not deployed: {e}"),
+            }
+        }
+        seen
+    }
+
+    /// `(site, name) -> path` of every module file with valid names.
+    fn module_files(&self) -> HashMap<(String, String), PathBuf> {
+        let mut files = HashMap::new();
+        let Ok(sites) = std::fs::read_dir(&self.sites_dir) else { return files };
+        for site in sites.flatten() {
+            let Some(site_name) = site.file_name().to_str().map(str::to_owned) else { continue };
+            if !valid_site_name(&site_name) || !site.path().is_dir() {
+                continue;
+            }
+            let Ok(modules) = std::fs::read_dir(site.path()) else { continue };
+            for module in modules.flatten() {
+                let file_name = module.file_name();
+                let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(".wasm")) else { continue };
+                if valid_module_name(name) && module.path().is_file() {
+                    files.insert((site_name.clone(), name.to_owned()), module.path());
+                }
+            }
+        }
+        files
+    }
+}
+
+fn check_names(site: &str, name: &str) -> Result<(), DeployError> {
+    if !valid_site_name(site) {
+        return Err(DeployError::BadSite(site.to_owned()));
+    }
+    if !valid_module_name(name) {
+        return Err(DeployError::BadName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// The most specific message of an error chain, without host paths.
+fn root_message(error: &anyhow::Error) -> String {
+    let messages: Vec<String> = error.chain().map(|e| e.to_string()).collect();
+    // wasmtime's link errors put the useful part ("incompatible import type
+    // for `env::x`") on top and details below; keep the top two lines.
+    let text = messages.iter().take(2).cloned().collect::<Vec<_>>().join(": ");
+    text.lines().next().unwrap_or_default().to_owned()
+}

@@ -1,0 +1,88 @@
+//! A running node: runtime, module store, drop folder, site server and admin
+//! server, started together and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::AdminServer;
+use crate::config::Config;
+use crate::engine::EngineShape;
+use crate::modules::ModuleStore;
+use crate::modules::watcher::DropFolder;
+use crate::runtime::Runtime;
+use crate::server::SiteServer;
+use crate::server::listener::serve;
+
+pub struct Node;
+
+pub struct RunningNode {
+    /// Where the sites are served (the bound address, port resolved).
+    pub http_addr: SocketAddr,
+    /// Where the admin API is served.
+    pub admin_addr: SocketAddr,
+    pub store: Arc<ModuleStore>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    _drop_folder: DropFolder,
+}
+
+impl Node {
+    /// Validates the config, loads every module under `DATA/sites`
+    /// (recompiling only what has no artifact), then binds and serves.
+    pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let runtime = Runtime::new(EngineShape::from_config(&config)).context("cannot create the wasm engine")?;
+        let store = ModuleStore::open(runtime, config.clone())
+            .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;
+        store.rescan().await;
+
+        let site_listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin).await.with_context(|| format!("cannot listen on {}", config.admin))?;
+        let http_addr = site_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        if config.admin_token.is_none() && config.sites.values().all(|s| s.token.is_none()) && !admin_addr.ip().is_loopback() {
+            tracing::warn!("no admin token configured: the admin API on {admin_addr} answers loopback clients only");
+        }
+
+        let (stop, stopped) = watch::channel(false);
+        let sites = Arc::new(SiteServer { config: config.clone(), store: store.clone() });
+        let admin = Arc::new(AdminServer { config: config.clone(), store: store.clone() });
+        let servers = vec![
+            tokio::spawn(serve(
+                site_listener,
+                move |peer, request| {
+                    let sites = sites.clone();
+                    async move { sites.handle(peer, request).await }
+                },
+                stopped.clone(),
+            )),
+            tokio::spawn(serve(
+                admin_listener,
+                move |peer, request| {
+                    let admin = admin.clone();
+                    async move { admin.handle(peer, request).await }
+                },
+                stopped,
+            )),
+        ];
+        let drop_folder = DropFolder::start(store.clone());
+        tracing::info!(%http_addr, %admin_addr, data = %config.data.display(), "serving");
+        Ok(RunningNode { http_addr, admin_addr, store, stop, servers, _drop_folder: drop_folder })
+    }
+}
+
+impl RunningNode {
+    /// Stops accepting, ends open connections and waits for the servers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+    }
+}

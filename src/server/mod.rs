@@ -1,0 +1,106 @@
+//! The sites' HTTP front end: Host → site → module (`routing`), request
+//! limits, and guest answers or faults turned into HTTP responses.
+
+pub mod listener;
+pub mod routing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+use crate::config::Config;
+use crate::executor::{Fault, FaultKind, GuestRequest, GuestResponse};
+use crate::modules::Registry;
+
+/// Response header naming the kind of fault (SPEC: errors).
+pub const ERROR_HEADER: &str = "x-terrafirma-error";
+
+pub struct SiteServer {
+    pub config: Arc<Config>,
+    pub store: Arc<crate::modules::ModuleStore>,
+}
+
+impl SiteServer {
+    fn registry(&self) -> &Registry {
+        &self.store.registry
+    }
+
+    pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
+        let Some(route) = routing::resolve(self.registry(), &self.config, host, parts.uri.path()) else {
+            let reason = format!("no module serves {}", parts.uri.path());
+            return fault_response("-", &Fault::new(FaultKind::NotFound, reason));
+        };
+        let deployed = route.module;
+        let max_body = self.config.limits_for(&deployed.site).max_request_bytes;
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let too_large = || {
+            deployed.count(true);
+            let reason = format!("request body over the limit of {max_body} bytes");
+            fault_response(&deployed.name, &Fault::new(FaultKind::BodyTooLarge, reason))
+        };
+        if declared.is_some_and(|len| len > max_body) {
+            return too_large();
+        }
+        let body = match Limited::new(body, max_body as usize).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
+            Err(_) => {
+                deployed.count(true);
+                return plain(StatusCode::BAD_REQUEST, "request body could not be read\n");
+            }
+        };
+        let request = GuestRequest {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+            client_ip: peer.ip(),
+            script_len: route.script_len,
+        };
+        match deployed.handler.handle(request).await {
+            Ok(response) => {
+                deployed.count(false);
+                guest_response(response)
+            }
+            Err(fault) => {
+                deployed.count(true);
+                tracing::debug!(site = %deployed.site, module = %deployed.name, "{fault}");
+                fault_response(&deployed.name, &fault)
+            }
+        }
+    }
+}
+
+fn guest_response(response: GuestResponse) -> Response<Full<Bytes>> {
+    let mut out = Response::new(Full::new(response.body));
+    *out.status_mut() = response.status;
+    *out.headers_mut() = response.headers;
+    out
+}
+
+/// SPEC's error response: status, `x-terrafirma-error`, one line naming the
+/// module and the reason.
+pub fn fault_response(module: &str, fault: &Fault) -> Response<Full<Bytes>> {
+    let mut response = plain(fault.kind.status(), &format!("{module}: {}\n", fault.reason));
+    let headers = response.headers_mut();
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(fault.kind.code()));
+    if fault.kind == FaultKind::Overloaded {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn plain(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

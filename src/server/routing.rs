@@ -1,0 +1,69 @@
+//! Host → site → module. Knows nothing of guest interfaces.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::modules::{DEFAULT_SITE, Deployed, INDEX_MODULE, Registry};
+
+pub struct Route {
+    pub module: Arc<Deployed>,
+    /// Bytes of the path that name the module (0 for the `index` module).
+    pub script_len: usize,
+}
+
+/// The site a `Host` header selects: port removed, lower-cased; hosts that
+/// are no site fall back to `_default`.
+pub fn site_for<'a>(registry: &Registry, config: &Config, host: Option<&'a str>) -> Cow<'a, str> {
+    let Some(host) = host.map(strip_port).filter(|h| !h.is_empty()) else { return Cow::Borrowed(DEFAULT_SITE) };
+    let host: Cow<str> =
+        if host.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) };
+    if registry.has_site(&host) || config.sites.contains_key(host.as_ref()) {
+        host
+    } else {
+        Cow::Borrowed(DEFAULT_SITE)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:8080`.
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// The module serving `path` on the site `host` selects: the first path
+/// segment (with or without `.wasm`), else the site's `index` module.
+pub fn resolve(registry: &Registry, config: &Config, host: Option<&str>, path: &str) -> Option<Route> {
+    let site = site_for(registry, config, host);
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let segment = rest.split('/').next().unwrap_or_default();
+    let name = segment.strip_suffix(".wasm").unwrap_or(segment);
+    if !name.is_empty() {
+        if let Some(module) = registry.get(&site, name) {
+            return Some(Route { module, script_len: 1 + segment.len() });
+        }
+    }
+    registry.get(&site, INDEX_MODULE).map(|module| Route { module, script_len: 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn unknown_hosts_use_the_default_site() {
+        let registry = Registry::default();
+        let config = Config::default();
+        assert_eq!(site_for(&registry, &config, Some("Nowhere.test:1")), DEFAULT_SITE);
+        assert_eq!(site_for(&registry, &config, None), DEFAULT_SITE);
+    }
+}
