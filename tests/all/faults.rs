@@ -1,0 +1,149 @@
+//! Guest faults: each ends its own request with the status and
+//! `x-terrafirma-error` of SPEC.md, and never the node.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::harness::{TestNode, fixture};
+
+/// Deploys `fixture` as `module`, requests it, checks the error, then checks
+/// that the node still serves an ordinary guest.
+async fn assert_fault(node: &TestNode, fixture_name: &str, module: &str, status: u16, kind: &str) {
+    node.deploy_ok("_default", module, fixture(fixture_name)).await;
+    let resp = node.get(&format!("/{module}")).await;
+    node.assert_error(&resp, status, kind, module);
+    node.assert_still_serving().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_is_a_trap() {
+    let node = TestNode::start().await;
+    assert_fault(&node, "unreachable", "crasher", 500, "trap").await;
+    // The same module again: the fault did not poison it or its slot.
+    let resp = node.get("/crasher").await;
+    node.assert_error(&resp, 500, "trap", "crasher");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_limit_is_a_timeout() {
+    let node = TestNode::start_with(|c| {
+        c.limits.timeout_ms = 200;
+        c.limits.fuel = 1 << 50;
+    })
+    .await;
+    let start = Instant::now();
+    assert_fault(&node, "spin", "spinner", 504, "timeout").await;
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_fuel_is_fuel() {
+    let node = TestNode::start_with(|c| {
+        c.limits.timeout_ms = 30_000;
+        c.limits.fuel = 100_000;
+    })
+    .await;
+    assert_fault(&node, "spin", "burner", 500, "fuel").await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_past_the_memory_cap_is_memory() {
+    let node = TestNode::start_with(|c| c.limits.memory_mb = 8).await;
+    assert_fault(&node, "grow", "grower", 500, "memory").await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_bounds_hostcall_argument_is_a_trap() {
+    let node = TestNode::start().await;
+    assert_fault(&node, "oob_pointer", "wild-body", 500, "trap").await;
+    assert_fault(&node, "oob_out_pointer", "wild-out", 500, "trap").await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_hook_then_unreachable_is_a_trap() {
+    let node = TestNode::start().await;
+    assert_fault(&node, "panic", "panicker", 500, "trap").await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_in_initialize_is_a_trap() {
+    let node = TestNode::start().await;
+    assert_fault(&node, "init_trap", "bad-init", 500, "trap").await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calling_an_unknown_import_is_a_trap() {
+    let node = TestNode::start().await;
+    assert_fault(&node, "unknown_import_call", "placeholder", 500, "trap").await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_without_allocator_is_a_trap() {
+    let node = TestNode::start().await;
+    assert_fault(&node, "no_alloc_path", "no-alloc", 500, "trap").await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_own_outcome() {
+    let node = TestNode::start_with(|c| c.pool.instances = 64).await;
+    node.deploy_ok("_default", "hello", fixture("hello")).await;
+    node.deploy_ok("_default", "crasher", fixture("unreachable")).await;
+
+    let addr = node.node.http_addr;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let path = if i % 2 == 0 { "/hello" } else { "/crasher" };
+            tokio::spawn(
+                async move { (path, crate::harness::request(addr, "GET", path, None, &[], Bytes::new()).await) },
+            )
+        })
+        .collect();
+    for task in tasks {
+        let (path, resp) = task.await.expect("request task");
+        match path {
+            "/hello" => {
+                assert_eq!(resp.status, 200, "{resp:?}");
+                assert_eq!(resp.text(), "Hello World!\n");
+            }
+            _ => node.assert_error(&resp, 500, "trap", "crasher"),
+        }
+    }
+    node.assert_still_serving().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_free_instance_slot_is_overloaded() {
+    let node = TestNode::start_with(|c| {
+        c.pool.instances = 1;
+        c.limits.timeout_ms = 2000;
+        c.limits.fuel = 1 << 50;
+    })
+    .await;
+    node.deploy_ok("_default", "spin", fixture("spin")).await;
+    node.deploy_ok("_default", "hello", fixture("hello")).await;
+
+    // The spinning guest holds the only slot for two seconds.
+    let addr = node.node.http_addr;
+    let spinning =
+        tokio::spawn(async move { crate::harness::request(addr, "GET", "/spin", None, &[], Bytes::new()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = node.get("/hello").await;
+    node.assert_error(&resp, 503, "overloaded", "hello");
+    assert!(resp.headers.contains_key("retry-after"), "{resp:?}");
+
+    let spun = spinning.await.expect("request task");
+    node.assert_error(&spun, 504, "timeout", "spin");
+    node.assert_still_serving().await;
+    node.stop().await;
+}

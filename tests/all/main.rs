@@ -1,0 +1,9 @@
+//! Terrafirma's integration tests: one binary that starts real nodes on
+//! ephemeral ports and talks HTTP to them, as a user would.
+
+mod abi;
+mod admin;
+mod dropfolder;
+mod faults;
+mod harness;
+mod routing;
