@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
 use crate::config::Config;
@@ -35,8 +35,9 @@ impl SiteServer {
         let (parts, body) = request.into_parts();
         let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
         let Some(route) = routing::resolve(self.registry(), &self.config, host, parts.uri.path()) else {
-            let reason = format!("no module serves {}", parts.uri.path());
-            return fault_response("-", &Fault::new(FaultKind::NotFound, reason));
+            let site = routing::site_for(self.registry(), &self.config, host);
+            let name = routing::module_segment(parts.uri.path()).unwrap_or(crate::modules::INDEX_MODULE);
+            return fault_response(name, &Fault::new(FaultKind::NotFound, format!("no such module on site {site}")));
         };
         let deployed = route.module;
         let max_body = self.config.limits_for(&deployed.site).max_request_bytes;
@@ -49,12 +50,16 @@ impl SiteServer {
         if declared.is_some_and(|len| len > max_body) {
             return too_large();
         }
-        let body = match Limited::new(body, max_body as usize).collect().await {
+        let body = if body.is_end_stream() {
+            Bytes::new()
+        } else {
+            match Limited::new(body, max_body as usize).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
             Err(_) => {
                 deployed.count(true);
-                return plain(StatusCode::BAD_REQUEST, "request body could not be read\n");
+                    return plain(StatusCode::BAD_REQUEST, "request body could not be read\n");
+                }
             }
         };
         let request = GuestRequest {

@@ -37,15 +37,23 @@ fn strip_port(host: &str) -> &str {
 /// segment (with or without `.wasm`), else the site's `index` module.
 pub fn resolve(registry: &Registry, config: &Config, host: Option<&str>, path: &str) -> Option<Route> {
     let site = site_for(registry, config, host);
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    let segment = rest.split('/').next().unwrap_or_default();
-    let name = segment.strip_suffix(".wasm").unwrap_or(segment);
-    if !name.is_empty() {
+    let segment = first_segment(path);
+    if let Some(name) = module_segment(path) {
         if let Some(module) = registry.get(&site, name) {
             return Some(Route { module, script_len: 1 + segment.len() });
         }
     }
     registry.get(&site, INDEX_MODULE).map(|module| Route { module, script_len: 0 })
+}
+
+fn first_segment(path: &str) -> &str {
+    path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default()
+}
+
+/// The module name the path's first segment gives, `.wasm` removed.
+pub fn module_segment(path: &str) -> Option<&str> {
+    let segment = first_segment(path);
+    Some(segment.strip_suffix(".wasm").unwrap_or(segment)).filter(|name| !name.is_empty())
 }
 
 #[cfg(test)]
