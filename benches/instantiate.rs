@@ -1,8 +1,13 @@
-//! Instantiate + run + drop of the hello guest through the Terrafirma
-//! executor, one fresh instance per iteration, by instance strategy:
-//! `fresh` instantiates from the `InstancePre` on the request path (pooling
-//! allocator, copy-on-write image); `prewarm` takes an instance made ahead
-//! of time from the module's queue, which a background task refills.
+//! Instantiate + run + drop of the hello guest, one fresh instance per
+//! iteration, on the node's engine (pooling allocator, copy-on-write image,
+//! fuel, epochs), by strategy:
+//! - `executor/fresh`: the Terrafirma executor, instantiating from the
+//!   module's `InstancePre` on the request path (what the node does);
+//! - `executor/prewarm`: the executor taking an instance made ahead of time
+//!   from the module's queue, which a background task refills;
+//! - `bare/sync` and `bare/async`: wasmtime alone, a `Store<()>` with fuel
+//!   and an epoch deadline, the import stubbed: the floor under the
+//!   executor, without and with the async fiber the node runs guests on.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -44,7 +49,7 @@ fn instantiate_strategies(c: &mut Criterion) {
     for (strategy, prewarm) in [("fresh", 0), ("prewarm", 4)] {
         let module = compile_in_memory(&runtime, &prepared).unwrap();
         let (handler, _) = Handler::new(&runtime, module, prepared.abi, Arc::from("bench/hello"), limits, prewarm).unwrap();
-        group.bench_function(strategy, |b| {
+        group.bench_function(format!("executor/{strategy}"), |b| {
             b.to_async(&tokio).iter(|| async {
                 let response = handler.handle(request()).await.unwrap();
                 assert_eq!(response.body.len(), 13);
@@ -54,5 +59,39 @@ fn instantiate_strategies(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, instantiate_strategies);
+fn bare_wasmtime(c: &mut Criterion) {
+    use wasmtime::{Linker, Module, Store};
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = Runtime::new(EngineShape::from_config(&Config::default())).unwrap();
+    let engine = &runtime.engine;
+    let module = Module::new(engine, prepare(HELLO.as_bytes()).unwrap().rewritten).unwrap();
+    let mut linker = Linker::<()>::new(engine);
+    linker.func_wrap("env", "hostcall_resp_set_body", |_: i32, _: i32, _: i32| 0i32).unwrap();
+    let pre = linker.instantiate_pre(&module).unwrap();
+    let store = || {
+        let mut store = Store::new(engine, ());
+        store.set_fuel(1_000_000).unwrap();
+        store.set_epoch_deadline(1_000);
+        store
+    };
+    let mut group = c.benchmark_group("hello_instantiate_run");
+    group.bench_function("bare/sync", |b| {
+        b.iter(|| {
+            let mut store = store();
+            let instance = pre.instantiate(&mut store).unwrap();
+            instance.get_typed_func::<(), ()>(&mut store, "run").unwrap().call(&mut store, ()).unwrap();
+        })
+    });
+    group.bench_function("bare/async", |b| {
+        b.to_async(&tokio).iter(|| async {
+            let mut store = store();
+            let instance = pre.instantiate_async(&mut store).await.unwrap();
+            let run = instance.get_typed_func::<(), ()>(&mut store, "run").unwrap();
+            run.call_async(&mut store, ()).await.unwrap();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, instantiate_strategies, bare_wasmtime);
 criterion_main!(benches);

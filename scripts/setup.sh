@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs what building, testing and demoing Terrafirma needs on a fresh
+# Debian machine. Idempotent: everything already present is skipped.
+#
+#   bash scripts/setup.sh           # toolchain checks, wasm targets, C compiler, curl
+#   bash scripts/setup.sh --bench   # also wrk and hyperfine, for loadtest/
+set -euo pipefail
+
+bench=false
+for arg in "$@"; do
+  case "$arg" in
+    --bench) bench=true ;;
+    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# apt-get as root, or through sudo; `apt-get update` at most once per run.
+apt_updated=false
+apt_install() {
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install $*"
+    sudo=(sudo)
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* by hand"
+  if ! $apt_updated; then
+    say "apt-get update"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=true
+  fi
+  say "apt-get install $*"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# 1. Rust toolchain (cargo from rustup; rust-version in Cargo.toml says which).
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 \
+  || die "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
+say "ok: $(cargo --version)"
+
+# 2. Targets for building guests in Rust (the tests use WAT and need neither).
+if command -v rustup >/dev/null 2>&1; then
+  installed=$(rustup target list --installed)
+  for target in wasm32-unknown-unknown wasm32-wasip1; do
+    if grep -qx "$target" <<<"$installed"; then
+      say "ok: rust target $target"
+    else
+      say "rustup target add $target"
+      rustup target add "$target" \
+        || say "warning: could not add target $target; only needed to build Rust guests"
+    fi
+  done
+else
+  say "warning: rustup not found; skipping wasm32 targets (only needed to build Rust guests)"
+fi
+
+# 3. Debian packages: a C compiler (mimalloc and other -sys crates build C)
+#    and curl (scripts/demo.sh and loadtest/compare.sh talk HTTP with it).
+need=()
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+if $bench; then
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+  command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  apt_install "${need[@]}"
+fi
+say "ok: cc, curl$($bench && echo ', wrk, hyperfine')"
+say "done"
