@@ -17,7 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use terrafirma::config::{Config, Limits};
 use terrafirma::engine::EngineShape;
-use terrafirma::executor::{GuestRequest, Handler, SandboxLimits};
+use terrafirma::executor::{GuestRequest, Handler, HandlerConfig, SandboxLimits};
 use terrafirma::modules::artifact::compile_in_memory;
 use terrafirma::modules::prepare::prepare;
 use terrafirma::runtime::Runtime;
@@ -48,7 +48,8 @@ fn instantiate_strategies(c: &mut Criterion) {
     let mut group = c.benchmark_group("hello_instantiate_run");
     for (strategy, prewarm) in [("fresh", 0), ("prewarm", 4)] {
         let module = compile_in_memory(&runtime, &prepared).unwrap();
-        let (handler, _) = Handler::new(&runtime, module, prepared.abi, Arc::from("bench/hello"), limits, prewarm).unwrap();
+        let config = HandlerConfig { label: Arc::from("bench/hello"), limits, prewarm, kv: None };
+        let (handler, _) = Handler::new(&runtime, module, prepared.abi, config).unwrap();
         group.bench_function(format!("executor/{strategy}"), |b| {
             b.to_async(&tokio).iter(|| async {
                 let response = handler.handle(request()).await.unwrap();

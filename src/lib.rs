@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod executor;
+pub mod kv;
 pub mod modules;
 pub mod node;
 pub mod runtime;

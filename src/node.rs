@@ -28,7 +28,7 @@ pub struct RunningNode {
     pub store: Arc<ModuleStore>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
-    _drop_folder: DropFolder,
+    drop_folder: DropFolder,
 }
 
 impl Node {
@@ -73,16 +73,19 @@ impl Node {
         ];
         let drop_folder = DropFolder::start(store.clone());
         tracing::info!(%http_addr, %admin_addr, data = %config.data.display(), "serving");
-        Ok(RunningNode { http_addr, admin_addr, store, stop, servers, _drop_folder: drop_folder })
+        Ok(RunningNode { http_addr, admin_addr, store, stop, servers, drop_folder })
     }
 }
 
 impl RunningNode {
-    /// Stops accepting, ends open connections and waits for the servers.
+    /// Stops accepting, ends open connections, waits for the servers and
+    /// the drop folder, then lets go of every module and KV store.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for server in self.servers {
             let _ = server.await;
         }
+        self.drop_folder.stop().await;
+        self.store.close().await;
     }
 }

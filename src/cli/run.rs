@@ -14,7 +14,7 @@ use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use terrafirma::config::Limits;
 use terrafirma::engine::EngineShape;
-use terrafirma::executor::{GuestRequest, Handler, Sandbox, SandboxLimits};
+use terrafirma::executor::{GuestRequest, Handler, HandlerConfig, Sandbox, SandboxLimits};
 use terrafirma::modules::artifact::load_or_compile;
 use terrafirma::modules::prepare::{Abi, prepare};
 use terrafirma::runtime::Runtime;
@@ -78,7 +78,8 @@ impl RunCommand {
 
     async fn run_request(&self, runtime: &Arc<Runtime>, module: wasmtime::Module, abi: Abi, name: &str, path: &str) -> anyhow::Result<ExitCode> {
         let limits = SandboxLimits::from(&Limits::default());
-        let (handler, warnings) = Handler::new(runtime, module, abi, Arc::from(format!("run/{name}")), limits, 0)?;
+        let config = HandlerConfig { label: Arc::from(format!("run/{name}")), limits, prewarm: 0, kv: None };
+        let (handler, warnings) = Handler::new(runtime, module, abi, config)?;
         for warning in warnings {
             eprintln!("warning: {warning}");
         }

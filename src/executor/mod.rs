@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 pub use fault::{Fault, FaultKind};
-pub use sandbox::{Sandbox, SandboxLimits};
+pub use sandbox::{DeadlineExceeded, Sandbox, SandboxLimits};
 
 use crate::modules::prepare::Abi;
 use crate::runtime::Runtime;
@@ -54,6 +54,19 @@ impl Default for GuestResponse {
     }
 }
 
+/// What a handler needs to know of the module's deployment.
+#[derive(Clone)]
+pub struct HandlerConfig {
+    /// `site/name`, for log lines.
+    pub label: Arc<str>,
+    /// The site's limits.
+    pub limits: SandboxLimits,
+    /// Instances to keep ready (Terrafirma guests only).
+    pub prewarm: u32,
+    /// The site's KV store.
+    pub kv: Option<Arc<crate::kv::SiteKv>>,
+}
+
 /// A compiled module ready to serve, whatever its interface.
 pub enum Handler {
     Terrafirma(terrafirma::TerrafirmaHandler),
@@ -63,23 +76,19 @@ pub enum Handler {
 impl Handler {
     /// Resolves the module's imports once; fails (an upload error) when an
     /// import the node provides is declared with another signature.
-    /// `label` (`site/name`) tags the module's log lines; `limits` are its
-    /// site's; `prewarm` is how many instances to keep ready.
     pub fn new(
         runtime: &Arc<Runtime>,
         module: wasmtime::Module,
         abi: Abi,
-        label: Arc<str>,
-        limits: SandboxLimits,
-        prewarm: u32,
+        config: HandlerConfig,
     ) -> wasmtime::Result<(Handler, Vec<String>)> {
         Ok(match abi {
             Abi::Terrafirma => {
-                let (handler, warnings) = terrafirma::TerrafirmaHandler::new(runtime, module, label, limits, prewarm)?;
+                let (handler, warnings) = terrafirma::TerrafirmaHandler::new(runtime, module, config)?;
                 (Handler::Terrafirma(handler), warnings)
             }
             Abi::WasiCgi => {
-                let (handler, warnings) = wasi_cgi::CgiHandler::new(runtime, module, label, limits)?;
+                let (handler, warnings) = wasi_cgi::CgiHandler::new(runtime, module, config.label, config.limits)?;
                 (Handler::WasiCgi(handler), warnings)
             }
         })

@@ -8,7 +8,7 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::{ExternType, InstancePre, Module, ModuleExport, Store, TypedFunc};
 
 use super::sandbox::arm;
-use super::{Fault, FaultKind, GuestRequest, GuestResponse, Sandbox, SandboxLimits};
+use super::{Fault, FaultKind, GuestRequest, GuestResponse, HandlerConfig, Sandbox};
 use crate::abi::terrafirma::HostcallError;
 use crate::modules::prepare::{MEMORY_EXPORT, TABLE_EXPORT};
 use crate::runtime::Runtime;
@@ -37,8 +37,7 @@ struct Instantiator {
     runtime: Arc<Runtime>,
     pre: InstancePre<Sandbox>,
     exports: Exports,
-    label: Arc<str>,
-    limits: SandboxLimits,
+    config: HandlerConfig,
 }
 
 pub struct TerrafirmaHandler {
@@ -75,13 +74,7 @@ pub(super) fn link(
 }
 
 impl TerrafirmaHandler {
-    pub fn new(
-        runtime: &Arc<Runtime>,
-        module: Module,
-        label: Arc<str>,
-        limits: SandboxLimits,
-        prewarm: u32,
-    ) -> wasmtime::Result<(TerrafirmaHandler, Vec<String>)> {
+    pub fn new(runtime: &Arc<Runtime>, module: Module, config: HandlerConfig) -> wasmtime::Result<(TerrafirmaHandler, Vec<String>)> {
         let exports = Exports {
             run: nullary_export(&module, "run")?.ok_or_else(|| wasmtime::format_err!("module does not export `run`"))?,
             initialize: nullary_export(&module, "_initialize")?,
@@ -90,8 +83,9 @@ impl TerrafirmaHandler {
             malloc: MALLOC_EXPORTS.iter().find_map(|name| module.get_export_index(name)),
         };
         let (pre, warnings) = link(runtime, &runtime.terrafirma_linker, &module)?;
-        let instantiator = Arc::new(Instantiator { runtime: runtime.clone(), pre, exports, label, limits });
-        let warm = (prewarm > 0).then(|| Arc::new(ArrayQueue::new(prewarm as usize)));
+        let prewarm = config.prewarm as usize;
+        let instantiator = Arc::new(Instantiator { runtime: runtime.clone(), pre, exports, config });
+        let warm = (prewarm > 0).then(|| Arc::new(ArrayQueue::new(prewarm)));
         Ok((TerrafirmaHandler { instantiator, warm }, warnings))
     }
 
@@ -123,8 +117,10 @@ impl TerrafirmaHandler {
 
 impl Instantiator {
     async fn instantiate(&self) -> Result<Ready, Fault> {
-        let mut store = Sandbox::new_store(&self.runtime.engine, &self.limits);
-        store.data_mut().session.label = self.label.clone();
+        let mut store = Sandbox::new_store(&self.runtime.engine, &self.config.limits);
+        let session = &mut store.data_mut().session;
+        session.label = self.config.label.clone();
+        session.kv = self.config.kv.clone();
         let instance = match self.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(error) => return Err(fault(&store, &error)),
@@ -156,7 +152,7 @@ impl Instantiator {
 
     async fn run(&self, ready: Ready, request: GuestRequest) -> Result<GuestResponse, Fault> {
         let Ready { mut store, run } = ready;
-        arm(&mut store, &self.limits);
+        arm(&mut store, &self.config.limits);
         store.data_mut().session.request = Some(request);
         let result = run.call_async(&mut store, ()).await;
         log_guest_output(&store);

@@ -18,7 +18,8 @@ use super::prepare::{PrepareError, prepare};
 use super::registry::{Deployed, Registry};
 use super::{valid_module_name, valid_site_name};
 use crate::config::Config;
-use crate::executor::{Handler, SandboxLimits};
+use crate::executor::{Handler, HandlerConfig, SandboxLimits};
+use crate::kv::KvStores;
 use crate::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,7 @@ pub struct ModuleStore {
     sites_dir: PathBuf,
     artifacts_dir: PathBuf,
     tmp_dir: PathBuf,
+    kv: KvStores,
     pub registry: Registry,
     /// Serialises every change; also guards what the scan last saw of each
     /// file (a deployed stamp, or one that failed and is not retried).
@@ -79,6 +81,7 @@ impl ModuleStore {
             sites_dir: data.join("sites"),
             artifacts_dir: data.join("artifacts"),
             tmp_dir: data.join("tmp"),
+            kv: KvStores::new(data.join("kv"))?,
             runtime,
             registry: Registry::default(),
             scan_state: tokio::sync::Mutex::new(HashMap::new()),
@@ -120,6 +123,16 @@ impl ModuleStore {
         Ok(outcome)
     }
 
+    /// Stops serving everything and lets go of the sites' KV stores (each
+    /// closes when the last request using it is done).
+    pub async fn close(&self) {
+        let _scan_state = self.scan_state.lock().await;
+        for deployed in self.registry.all() {
+            self.registry.remove(&deployed.site, &deployed.name);
+        }
+        self.kv.close();
+    }
+
     /// Stops serving a module and deletes its file. `false` if there was none.
     pub async fn remove(&self, site: &str, name: &str) -> Result<bool, DeployError> {
         check_names(site, name)?;
@@ -139,10 +152,15 @@ impl ModuleStore {
         let compiled = load_or_compile(&self.runtime, &self.artifacts_dir, &self.tmp_dir, &prepared)
             .map_err(|e| DeployError::Link(format!("compilation failed: {}", root_message(&e))))?;
         let limits = SandboxLimits::from(self.config.limits_for(site));
-        let label: Arc<str> = Arc::from(format!("{site}/{name}"));
-        let (handler, warnings) =
-            Handler::new(&self.runtime, compiled.module, prepared.abi, label, limits, self.config.pool.prewarm)
-                .map_err(|e| DeployError::Link(root_message(&e.into())))?;
+        let kv = self.kv.site(site, limits.max_response_bytes);
+        let config = HandlerConfig {
+            label: Arc::from(format!("{site}/{name}")),
+            limits,
+            prewarm: self.config.pool.prewarm,
+            kv: Some(kv),
+        };
+        let (handler, warnings) = Handler::new(&self.runtime, compiled.module, prepared.abi, config)
+            .map_err(|e| DeployError::Link(root_message(&e.into())))?;
         let deployed = Arc::new(Deployed {
             site: site.to_owned(),
             name: name.to_owned(),

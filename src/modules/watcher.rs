@@ -52,6 +52,14 @@ impl DropFolder {
     }
 }
 
+impl DropFolder {
+    /// Stops watching and waits until no scan is running.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = (&mut { self }.task).await;
+    }
+}
+
 impl Drop for DropFolder {
     fn drop(&mut self) {
         self.task.abort();

@@ -5,5 +5,6 @@ mod abi;
 mod admin;
 mod dropfolder;
 mod faults;
+mod kv;
 mod harness;
 mod routing;

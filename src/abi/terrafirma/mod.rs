@@ -2,6 +2,7 @@
 //! `shared/abi/terrafirma.md`). Each file holds one family of hostcalls and
 //! only moves bytes between guest memory (`memory.rs`) and the `Session`.
 
+mod kv;
 mod memory;
 mod misc;
 mod request;
@@ -61,6 +62,7 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     misc::add_to_linker(linker)?;
     request::add_to_linker(linker)?;
     response::add_to_linker(linker)?;
+    kv::add_to_linker(linker)?;
     unavailable::add_to_linker(linker)?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use wasmtime::{Func, Memory, Table, TypedFunc};
 
 use crate::executor::{GuestRequest, GuestResponse};
+use crate::kv::SiteKv;
 
 pub struct Session {
     /// The incoming request (handle 0); `None` while a prewarmed instance waits.
@@ -24,6 +25,8 @@ pub struct Session {
     /// The allocator registered with `hostcall_init_mm`.
     pub registered_malloc: Option<TypedFunc<i32, i32>>,
     pub panic_message: Option<String>,
+    /// The site's KV store; `None` where there is none (`terrafirma run`).
+    pub kv: Option<Arc<SiteKv>>,
 }
 
 impl Session {
@@ -38,6 +41,7 @@ impl Session {
             exported_malloc: None,
             registered_malloc: None,
             panic_message: None,
+            kv: None,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Hostcalls of the ABI that this node does not provide yet (durable KV,
-//! outbound HTTP, DNS). They are linked with their real signatures so that
+//! Hostcalls of the ABI that this node does not provide yet (outbound
+//! HTTP, DNS). They are linked with their real signatures so that
 //! guests importing them deploy and serve; a guest that actually calls one
 //! ends its request with a trap that names the call.
 
@@ -10,11 +10,6 @@ use crate::executor::Sandbox;
 
 /// Name, number of `i32` parameters, whether it returns an `i32`.
 const UNAVAILABLE: &[(&str, usize, bool)] = &[
-    ("hostcall_kvstore_insert", 4, true),
-    ("hostcall_kvstore_upsert", 4, true),
-    ("hostcall_kvstore_append", 4, true),
-    ("hostcall_kvstore_get", 4, true),
-    ("hostcall_kvstore_remove", 2, true),
     ("hostcall_req_create", 4, true),
     ("hostcall_req_set_header", 5, true),
     ("hostcall_req_set_body", 3, true),
