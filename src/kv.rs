@@ -1,13 +1,15 @@
 //! The sites' durable key-value stores: one redb database per site under
 //! `DATA/kv/SITE.redb`, shared by all of the site's modules and invisible to
 //! other sites. A write is committed (fsynced) before the guest sees it
-//! succeed, so it survives `kill -9` of the node.
+//! succeed, so it survives `kill -9` of the node; concurrent writes share
+//! one commit.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
 
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -19,7 +21,7 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// Keys plus values one site may store.
 pub const MAX_SITE_BYTES: u64 = 256 << 20;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
     #[error("key of {0} bytes is over the limit of {MAX_KEY_BYTES}")]
     KeyTooLong(usize),
@@ -53,7 +55,12 @@ impl KvStores {
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         open.entry(site.to_owned())
             .or_insert_with(|| {
-                Arc::new(SiteKv { path: self.dir.join(format!("{site}.redb")), db: Mutex::new(None), max_value })
+                Arc::new(SiteKv {
+                    path: self.dir.join(format!("{site}.redb")),
+                    db: Mutex::new(None),
+                    writer: Mutex::new(None),
+                    max_value,
+                })
             })
             .clone()
     }
@@ -64,19 +71,38 @@ impl KvStores {
     }
 }
 
-/// One site's store. Methods block (a write waits for its fsync).
+/// One site's store. Reads run where they are called; writes go to the
+/// site's writer thread, which commits whatever has queued up in one
+/// transaction (one fsync for the batch) and then answers each write.
 pub struct SiteKv {
     path: PathBuf,
     db: Mutex<Option<Arc<Database>>>,
+    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     max_value: usize,
 }
 
-/// What a write does with the current value of its key.
-enum Change {
-    Keep,
-    Set(Vec<u8>),
+/// The writes of the ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Set the key; `true` if it was new.
+    Insert,
+    /// Set the key only if absent; `true` if it was set.
+    Upsert,
+    /// Append to the value, creating it if absent; `true` if it was new.
+    Append,
+    /// Remove the key; `true` if a value was removed.
     Remove,
 }
+
+struct WriteOp {
+    kind: WriteKind,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    reply: oneshot::Sender<Result<bool, KvError>>,
+}
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 256;
 
 impl SiteKv {
     /// The database, opened (or created) on first use; a failed open is
@@ -91,6 +117,23 @@ impl SiteKv {
         Ok(opened)
     }
 
+    /// The queue of the writer thread, started on first use. The thread
+    /// ends when this store is dropped.
+    fn writer(&self) -> Result<mpsc::Sender<WriteOp>, KvError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(writer) = &*writer {
+            return Ok(writer.clone());
+        }
+        let (sender, receiver) = mpsc::channel();
+        let (db, max_value) = (self.db()?, self.max_value);
+        std::thread::Builder::new()
+            .name("kv-writer".into())
+            .spawn(move || write_loop(&db, max_value, &receiver))
+            .map_err(storage)?;
+        *writer = Some(sender.clone());
+        Ok(sender)
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         let txn = self.db()?.begin_read().map_err(storage)?;
         let table = match txn.open_table(DATA) {
@@ -101,100 +144,156 @@ impl SiteKv {
         Ok(table.get(key).map_err(storage)?.map(|value| value.value().to_vec()))
     }
 
-    /// Sets `key`; `true` if it was new.
-    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<bool, KvError> {
-        self.write(key, |old| (Change::Set(value.to_vec()), old.is_none()))
-    }
-
-    /// Sets `key` only if absent; `true` if it was set.
-    pub fn upsert(&self, key: &[u8], value: &[u8]) -> Result<bool, KvError> {
-        self.write(key, |old| match old {
-            Some(_) => (Change::Keep, false),
-            None => (Change::Set(value.to_vec()), true),
-        })
-    }
-
-    /// Appends to the value, creating it if absent; `true` if it was new.
-    pub fn append(&self, key: &[u8], value: &[u8]) -> Result<bool, KvError> {
-        self.write(key, |old| {
-            let mut joined = old.map(<[u8]>::to_vec).unwrap_or_default();
-            joined.extend_from_slice(value);
-            (Change::Set(joined), old.is_none())
-        })
-    }
-
-    /// Removes `key`; `true` if a value was removed.
-    pub fn remove(&self, key: &[u8]) -> Result<bool, KvError> {
-        self.write(key, |old| (Change::Remove, old.is_some()))
-    }
-
-    /// One committed write transaction: reads the current value, applies
-    /// `change`, checks the limits, keeps the site's byte count.
-    fn write(&self, key: &[u8], change: impl FnOnce(Option<&[u8]>) -> (Change, bool)) -> Result<bool, KvError> {
+    /// Resolves once the write is committed to disk (or refused).
+    pub async fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> Result<bool, KvError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(KvError::KeyTooLong(key.len()));
         }
-        let txn = self.db()?.begin_write().map_err(storage)?;
-        let answer = {
-            let mut data = txn.open_table(DATA).map_err(storage)?;
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let old = data.get(key).map_err(storage)?.map(|v| v.value().to_vec());
-            let (change, answer) = change(old.as_deref());
-            let old_size = old.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
-            let new_size = match &change {
-                Change::Keep => old_size,
-                Change::Remove => 0,
-                Change::Set(value) => {
-                    if value.len() > self.max_value {
-                        return Err(KvError::ValueTooLarge { len: value.len(), limit: self.max_value });
-                    }
-                    (key.len() + value.len()) as u64
-                }
-            };
-            let stored = meta.get(STORED_BYTES).map_err(storage)?.map_or(0, |v| v.value());
-            let total = (stored + new_size).saturating_sub(old_size);
-            if new_size > old_size && total > MAX_SITE_BYTES {
-                return Err(KvError::SiteFull);
-            }
-            match change {
-                Change::Keep => return Ok(answer),
-                Change::Set(value) => {
-                    data.insert(key, value.as_slice()).map_err(storage)?;
-                }
-                Change::Remove => {
-                    data.remove(key).map_err(storage)?;
-                }
-            }
-            meta.insert(STORED_BYTES, total).map_err(storage)?;
-            answer
-        };
-        txn.commit().map_err(storage)?;
-        Ok(answer)
+        let (reply, answer) = oneshot::channel();
+        let stopped = || KvError::Storage("the store's writer stopped".into());
+        self.writer()?.send(WriteOp { kind, key, value, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
+}
+
+fn write_loop(db: &Database, max_value: usize, queue: &mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        match commit(db, max_value, &batch) {
+            Ok(answers) => {
+                for (op, answer) in batch.into_iter().zip(answers) {
+                    let _ = op.reply.send(answer);
+                }
+            }
+            Err(error) => {
+                tracing::error!("KV commit failed: {error}");
+                for op in batch {
+                    let _ = op.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch in one write transaction. The outer error fails the
+/// whole batch (storage); an inner one refuses a single write (limits).
+fn commit(db: &Database, max_value: usize, batch: &[WriteOp]) -> Result<Vec<Result<bool, KvError>>, KvError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let answers = {
+        let mut data = txn.open_table(DATA).map_err(storage)?;
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let mut stored = meta.get(STORED_BYTES).map_err(storage)?.map_or(0, |v| v.value());
+        let mut answers = Vec::with_capacity(batch.len());
+        for op in batch {
+            answers.push(apply(&mut data, &mut stored, max_value, op)?);
+        }
+        meta.insert(STORED_BYTES, stored).map_err(storage)?;
+        answers
+    };
+    txn.commit().map_err(storage)?;
+    Ok(answers)
+}
+
+fn apply(
+    data: &mut redb::Table<&[u8], &[u8]>,
+    stored: &mut u64,
+    max_value: usize,
+    op: &WriteOp,
+) -> Result<Result<bool, KvError>, KvError> {
+    let key = op.key.as_slice();
+    let old = data.get(key).map_err(storage)?.map(|v| v.value().to_vec());
+    let (new, answer) = match (op.kind, &old) {
+        (WriteKind::Insert, _) => (Some(op.value.clone()), old.is_none()),
+        (WriteKind::Upsert, Some(_)) => return Ok(Ok(false)),
+        (WriteKind::Upsert, None) => (Some(op.value.clone()), true),
+        (WriteKind::Append, _) => {
+            let mut joined = old.clone().unwrap_or_default();
+            joined.extend_from_slice(&op.value);
+            (Some(joined), old.is_none())
+        }
+        (WriteKind::Remove, _) => (None, old.is_some()),
+    };
+    let old_size = old.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
+    let new_size = new.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
+    if let Some(value) = &new {
+        if value.len() > max_value {
+            return Ok(Err(KvError::ValueTooLarge { len: value.len(), limit: max_value }));
+        }
+    }
+    let total = (*stored + new_size).saturating_sub(old_size);
+    if new_size > old_size && total > MAX_SITE_BYTES {
+        return Ok(Err(KvError::SiteFull));
+    }
+    match new {
+        Some(value) => data.insert(key, value.as_slice()).map_err(storage)?,
+        None => data.remove(key).map_err(storage)?,
+    };
+    *stored = total;
+    Ok(Ok(answer))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn semantics_and_limits() {
+    use WriteKind::*;
+
+    async fn w(kv: &SiteKv, kind: WriteKind, key: &[u8], value: &[u8]) -> Result<bool, KvError> {
+        kv.write(kind, key.to_vec(), value.to_vec()).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_all_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let kv = stores.site("b.test", 64);
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let kv = kv.clone();
+                tokio::spawn(async move { w(&kv, Append, b"log", b"x").await })
+            })
+            .collect();
+        let mut created = 0;
+        let mut refused = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(true) => created += 1,
+                Ok(false) => {}
+                Err(KvError::ValueTooLarge { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(created, 1, "exactly one append created the key");
+        assert_eq!(refused, 36, "appends past the 64-byte value limit are refused");
+        assert_eq!(kv.get(b"log").unwrap().unwrap().len(), 64);
+    }
+
+    #[tokio::test]
+    async fn semantics_and_limits() {
         let dir = tempfile::tempdir().unwrap();
         let stores = KvStores::new(dir.path().to_owned()).unwrap();
         let kv = stores.site("a.test", 8);
-        assert!(kv.insert(b"k", b"1").unwrap());
-        assert!(!kv.insert(b"k", b"2").unwrap());
-        assert!(!kv.upsert(b"k", b"3").unwrap());
+        assert!(w(&kv, Insert, b"k", b"1").await.unwrap());
+        assert!(!w(&kv, Insert, b"k", b"2").await.unwrap());
+        assert!(!w(&kv, Upsert, b"k", b"3").await.unwrap());
         assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"2"[..]));
-        assert!(kv.upsert(b"u", b"x").unwrap());
-        assert!(!kv.append(b"k", b"45").unwrap());
+        assert!(w(&kv, Upsert, b"u", b"x").await.unwrap());
+        assert!(!w(&kv, Append, b"k", b"45").await.unwrap());
         assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"245"[..]));
-        assert!(kv.append(b"n", b"z").unwrap());
-        assert!(kv.remove(b"k").unwrap());
-        assert!(!kv.remove(b"k").unwrap());
+        assert!(w(&kv, Append, b"n", b"z").await.unwrap());
+        assert!(w(&kv, Remove, b"k", b"").await.unwrap());
+        assert!(!w(&kv, Remove, b"k", b"").await.unwrap());
         assert_eq!(kv.get(b"k").unwrap(), None);
-        assert!(matches!(kv.insert(b"big", b"123456789"), Err(KvError::ValueTooLarge { .. })));
-        assert!(matches!(kv.insert(&[b'k'; MAX_KEY_BYTES + 1], b"v"), Err(KvError::KeyTooLong(_))));
+        assert!(matches!(w(&kv, Insert, b"big", b"123456789").await, Err(KvError::ValueTooLarge { .. })));
+        assert!(matches!(w(&kv, Append, b"n", b"12345678").await, Err(KvError::ValueTooLarge { .. })));
+        assert_eq!(kv.get(b"n").unwrap().as_deref(), Some(&b"z"[..]), "a refused append changes nothing");
+        assert!(matches!(w(&kv, Insert, &[b'k'; MAX_KEY_BYTES + 1], b"v").await, Err(KvError::KeyTooLong(_))));
         let other = stores.site("b.test", 8);
         assert_eq!(other.get(b"u").unwrap(), None);
     }

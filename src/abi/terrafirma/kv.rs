@@ -1,6 +1,6 @@
 //! `hostcall_kvstore_*`: the site's durable KV store. A refused or failed
 //! operation answers 0 and the request goes on; the reason goes to the log.
-//! Writes wait for their commit off the async workers, within the request's
+//! A write waits for the commit of its batch, within the request's
 //! wall-clock limit.
 
 use std::sync::Arc;
@@ -11,9 +11,8 @@ use wasmtime::{Caller, Linker};
 use super::memory::{hand_out, read, write_i32};
 use super::{HostcallError, MODULE};
 use crate::executor::{DeadlineExceeded, Sandbox};
-use crate::kv::{KvError, SiteKv};
+use crate::kv::{KvError, SiteKv, WriteKind};
 
-type Write = fn(&SiteKv, &[u8], &[u8]) -> Result<bool, KvError>;
 
 fn store(caller: &Caller<'_, Sandbox>, call: &'static str) -> Result<Arc<SiteKv>, HostcallError> {
     caller.data().session.kv.clone().ok_or(HostcallError::Unavailable(call))
@@ -30,28 +29,25 @@ fn answer(caller: &Caller<'_, Sandbox>, call: &'static str, result: Result<bool,
     }
 }
 
-/// Runs a blocking store operation off the async workers, bounded by the
-/// request's deadline.
-async fn blocking<R: Send + 'static>(deadline: std::time::Instant, op: impl FnOnce() -> R + Send + 'static) -> wasmtime::Result<R> {
-    let deadline = Instant::from_std(deadline);
-    match tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(op)).await {
-        Ok(Ok(result)) => Ok(result),
-        Ok(Err(join)) => Err(wasmtime::Error::msg(format!("KV operation failed: {join}"))),
+/// Queues a write and waits for its commit, within the request's deadline.
+async fn write(caller: &mut Caller<'_, Sandbox>, call: &'static str, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<i32> {
+    let kv = store(caller, call)?;
+    let deadline = Instant::from_std(caller.data().deadline);
+    match tokio::time::timeout_at(deadline, kv.write(kind, key, value)).await {
+        Ok(result) => Ok(answer(caller, call, result)),
         Err(_) => Err(DeadlineExceeded.into()),
     }
 }
 
-fn add_write(linker: &mut Linker<Sandbox>, call: &'static str, op: Write) -> wasmtime::Result<()> {
+fn add_write(linker: &mut Linker<Sandbox>, call: &'static str, kind: WriteKind) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         MODULE,
         call,
-        move |caller: Caller<'_, Sandbox>, (key_ptr, key_len, val_ptr, val_len): (i32, i32, i32, i32)| {
+        move |mut caller: Caller<'_, Sandbox>, (key_ptr, key_len, val_ptr, val_len): (i32, i32, i32, i32)| {
             Box::new(async move {
                 let key = read(&caller, key_ptr, key_len, call)?;
                 let value = read(&caller, val_ptr, val_len, call)?;
-                let kv = store(&caller, call)?;
-                let result = blocking(caller.data().deadline, move || op(&kv, &key, &value)).await?;
-                Ok(answer(&caller, call, result))
+                write(&mut caller, call, kind, key, value).await
             })
         },
     )?;
@@ -59,19 +55,17 @@ fn add_write(linker: &mut Linker<Sandbox>, call: &'static str, op: Write) -> was
 }
 
 pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
-    add_write(linker, "hostcall_kvstore_insert", SiteKv::insert)?;
-    add_write(linker, "hostcall_kvstore_upsert", SiteKv::upsert)?;
-    add_write(linker, "hostcall_kvstore_append", SiteKv::append)?;
+    add_write(linker, "hostcall_kvstore_insert", WriteKind::Insert)?;
+    add_write(linker, "hostcall_kvstore_upsert", WriteKind::Upsert)?;
+    add_write(linker, "hostcall_kvstore_append", WriteKind::Append)?;
     linker.func_wrap_async(
         MODULE,
         "hostcall_kvstore_remove",
-        |caller: Caller<'_, Sandbox>, (key_ptr, key_len): (i32, i32)| {
+        |mut caller: Caller<'_, Sandbox>, (key_ptr, key_len): (i32, i32)| {
             Box::new(async move {
                 const CALL: &str = "hostcall_kvstore_remove";
                 let key = read(&caller, key_ptr, key_len, CALL)?;
-                let kv = store(&caller, CALL)?;
-                let result = blocking(caller.data().deadline, move || kv.remove(&key)).await?;
-                Ok(answer(&caller, CALL, result))
+                write(&mut caller, CALL, WriteKind::Remove, key, Vec::new()).await
             })
         },
     )?;
