@@ -1,7 +1,8 @@
 //! `terrafirma run`: run a module once, without a server. A WASI command runs
 //! with the terminal's stdio, like `wasmtime run`; an HTTP handler runs
 //! against a synthetic request (`--request`) and its response is printed.
-//! Compiled artifacts are cached, so a second run does not compile again.
+//! Compiled artifacts are cached, so a second run does not compile again;
+//! a handler's KV data is kept in the same cache.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use terrafirma::config::Limits;
 use terrafirma::engine::EngineShape;
+use terrafirma::kv::KvStores;
 use terrafirma::executor::{GuestRequest, Handler, HandlerConfig, Sandbox, SandboxLimits};
 use terrafirma::modules::artifact::load_or_compile;
 use terrafirma::modules::prepare::{Abi, prepare};
@@ -78,7 +80,9 @@ impl RunCommand {
 
     async fn run_request(&self, runtime: &Arc<Runtime>, module: wasmtime::Module, abi: Abi, name: &str, path: &str) -> anyhow::Result<ExitCode> {
         let limits = SandboxLimits::from(&Limits::default());
-        let config = HandlerConfig { label: Arc::from(format!("run/{name}")), limits, prewarm: 0, kv: None };
+        // A one-off run keeps its KV data in the cache, as the site `_run`.
+        let kv = KvStores::new(cache_dir().join("kv"))?.site("_run", limits.max_response_bytes);
+        let config = HandlerConfig { label: Arc::from(format!("run/{name}")), limits, prewarm: 0, kv: Some(kv) };
         let (handler, warnings) = Handler::new(runtime, module, abi, config)?;
         for warning in warnings {
             eprintln!("warning: {warning}");
