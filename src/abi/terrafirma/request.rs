@@ -40,30 +40,21 @@ fn header_values(request: &GuestRequest, name: &[u8]) -> Vec<Bytes> {
     request.headers.get_all(&name).iter().map(|value| Bytes::copy_from_slice(value.as_bytes())).collect()
 }
 
+/// A hostcall `(ptr_p, len_p, req)` handing one buffer of the request to the guest.
+fn add_buffer(linker: &mut Linker<Sandbox>, call: &'static str, get: fn(&GuestRequest) -> Bytes) -> wasmtime::Result<()> {
+    linker.func_wrap_async(MODULE, call, move |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, req): (i32, i32, i32)| {
+        Box::new(async move {
+            let bytes = get(incoming(&caller, req, call)?);
+            hand_out(&mut caller, ptr_p, len_p, &bytes, call).await
+        })
+    })?;
+    Ok(())
+}
+
 pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_req_get_method",
-        |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, req): (i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_req_get_method";
-                let method = incoming(&caller, req, CALL)?.method.clone();
-                hand_out(&mut caller, ptr_p, len_p, method.as_str().as_bytes(), CALL).await
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_req_get_path",
-        |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, req): (i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_req_get_path";
-                let uri = incoming(&caller, req, CALL)?.uri.clone();
-                let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-                hand_out(&mut caller, ptr_p, len_p, target.as_bytes(), CALL).await
-            })
-        },
-    )?;
+    add_buffer(linker, "hostcall_req_get_method", |r| Bytes::copy_from_slice(r.method.as_str().as_bytes()))?;
+    add_buffer(linker, "hostcall_req_get_path", |r| Bytes::copy_from_slice(r.target().as_bytes()))?;
+    add_buffer(linker, "hostcall_req_get_body", |r| r.body.clone())?;
     linker.func_wrap_async(
         MODULE,
         "hostcall_req_get_headers",
@@ -84,17 +75,6 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                 let name = read(&caller, name_ptr, name_len, CALL)?;
                 let values = header_values(incoming(&caller, req, CALL)?, &name);
                 hand_out_list(&mut caller, values_p, count_p, &values, CALL).await
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_req_get_body",
-        |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, req): (i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_req_get_body";
-                let body = incoming(&caller, req, CALL)?.body.clone();
-                hand_out(&mut caller, ptr_p, len_p, &body, CALL).await
             })
         },
     )?;
