@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
@@ -84,7 +84,12 @@ impl SiteServer {
     }
 }
 
-fn guest_response(response: GuestResponse) -> Response<Full<Bytes>> {
+fn guest_response(mut response: GuestResponse) -> Response<Full<Bytes>> {
+    // The node frames the message: a guest's own framing headers would
+    // contradict the body it set (and make hyper panic on the connection).
+    for framing in [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION] {
+        response.headers.remove(framing);
+    }
     let mut out = Response::new(Full::new(response.body));
     *out.status_mut() = response.status;
     *out.headers_mut() = response.headers;

@@ -103,6 +103,22 @@ async fn guest_sets_status_and_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_frames_the_response() {
+    let node = TestNode::start().await;
+    node.deploy_ok("_default", "framing", fixture("framing")).await;
+    for _ in 0..2 {
+        // Twice on one keep-alive connection pool: a broken frame would show.
+        let resp = node.get("/framing").await;
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(resp.text(), "Hello World!\n");
+        assert_eq!(resp.header_values("content-length"), ["13"]);
+        assert!(resp.headers.get("transfer-encoding").is_none(), "{resp:?}");
+        assert_eq!(resp.header_values("x-kept"), ["yes"]);
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_rng_and_debug() {
     let node = TestNode::start().await;
     node.deploy_ok("_default", "clock", fixture("time_rng")).await;
