@@ -71,6 +71,11 @@ impl SiteServer {
             script_len: route.script_len,
         };
         match deployed.handler.handle(request).await {
+            Ok(response) if response.status.is_informational() => {
+                deployed.count(true);
+                let reason = format!("guest answered with informational status {}", response.status.as_u16());
+                fault_response(&deployed.name, &Fault::new(FaultKind::Trap, reason))
+            }
             Ok(response) => {
                 deployed.count(false);
                 guest_response(response)

@@ -118,6 +118,38 @@ async fn the_node_frames_the_response() {
     node.stop().await;
 }
 
+/// A guest that answers with status `code` and a short body.
+fn status_guest(code: u16) -> String {
+    format!(
+        r#"(module
+  (import "env" "hostcall_resp_set_response_code" (func $code (param i32 i32) (result i32)))
+  (import "env" "hostcall_resp_set_body" (func $body (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "body")
+  (func (export "run")
+    (drop (call $code (i32.const 0) (i32.const {code})))
+    (drop (call $body (i32.const 0) (i32.const 16) (i32.const 4)))))"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusual_statuses_keep_http_well_formed() {
+    let node = TestNode::start().await;
+    for code in [100u16, 101, 103] {
+        node.deploy_ok("_default", "status", status_guest(code)).await;
+        let resp = node.get("/status").await;
+        node.assert_error(&resp, 500, "trap", "status");
+    }
+    node.deploy_ok("_default", "status", status_guest(599)).await;
+    assert_eq!(node.get("/status").await.status, 599);
+    node.deploy_ok("_default", "status", status_guest(204)).await;
+    let resp = node.get("/status").await;
+    assert_eq!(resp.status, 204);
+    assert!(resp.body.is_empty(), "no body with 204");
+    node.assert_still_serving().await;
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_rng_and_debug() {
     let node = TestNode::start().await;
