@@ -58,6 +58,17 @@ impl Fault {
         Fault { kind, reason: reason.into() }
     }
 
+    /// The outcome of a guest call: success, or WASI `proc_exit(0)`, is
+    /// `Ok`; a non-zero exit is a trap; anything else is classified.
+    pub fn from_guest_result(result: wasmtime::Result<()>, memory_denied: bool) -> Result<(), Fault> {
+        let Err(error) = result else { return Ok(()) };
+        match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) if exit.0 == 0 => Ok(()),
+            Some(exit) => Err(Fault::new(FaultKind::Trap, format!("guest exited with code {}", exit.0))),
+            None => Err(Fault::from_guest_error(&error, memory_denied)),
+        }
+    }
+
     /// Classifies an error out of instantiation or a guest call.
     /// `memory_denied` says whether the store's limiter refused a growth.
     pub fn from_guest_error(error: &wasmtime::Error, memory_denied: bool) -> Fault {

@@ -123,7 +123,7 @@ impl Instantiator {
         session.kv = self.config.kv.clone();
         let instance = match self.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
-            Err(error) => return Err(fault(&store, &error)),
+            Err(error) => return Err(name_panic(&store, Fault::from_guest_error(&error, store.data().memory_cap.denied))),
         };
         let exports = &self.exports;
         let memory = exports.memory.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_memory());
@@ -142,9 +142,8 @@ impl Instantiator {
         };
         if let Some(initialize) = &exports.initialize {
             let initialize = typed(&mut store, initialize);
-            if let Err(error) = initialize.call_async(&mut store, ()).await {
-                return Err(fault(&store, &error));
-            }
+            let result = initialize.call_async(&mut store, ()).await;
+            outcome(&store, result)?;
         }
         let run = typed(&mut store, &exports.run);
         Ok(Ready { store, run })
@@ -156,25 +155,20 @@ impl Instantiator {
         store.data_mut().session.request = Some(request);
         let result = run.call_async(&mut store, ()).await;
         log_guest_output(&store);
-        match result {
-            Ok(()) => Ok(std::mem::take(&mut store.data_mut().session.response)),
-            Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) if exit.0 == 0 => Ok(std::mem::take(&mut store.data_mut().session.response)),
-                Some(exit) => Err(Fault::new(FaultKind::Trap, format!("guest exited with code {}", exit.0))),
-                None => Err(fault(&store, &error)),
-            },
-        }
+        outcome(&store, result)?;
+        Ok(std::mem::take(&mut store.data_mut().session.response))
     }
 }
 
-/// Classifies a guest error, naming a recorded panic message if there is one.
-fn fault(store: &Store<Sandbox>, error: &wasmtime::Error) -> Fault {
-    let sandbox = store.data();
-    let mut fault = Fault::from_guest_error(error, sandbox.memory_cap.denied);
-    if fault.kind == FaultKind::Trap {
-        if let Some(message) = &sandbox.session.panic_message {
-            fault.reason = HostcallError::Panicked(one_line(message)).to_string();
-        }
+/// Classifies a guest call's result, naming a recorded panic message if
+/// the guest trapped after one.
+fn outcome(store: &Store<Sandbox>, result: wasmtime::Result<()>) -> Result<(), Fault> {
+    Fault::from_guest_result(result, store.data().memory_cap.denied).map_err(|fault| name_panic(store, fault))
+}
+
+fn name_panic(store: &Store<Sandbox>, mut fault: Fault) -> Fault {
+    if let (FaultKind::Trap, Some(message)) = (fault.kind, &store.data().session.panic_message) {
+        fault.reason = HostcallError::Panicked(one_line(message)).to_string();
     }
     fault
 }

@@ -69,14 +69,7 @@ impl CgiHandler {
         }
         .await;
         log_guest_output(&store);
-        match result {
-            Ok(()) => {}
-            Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) if exit.0 == 0 => {}
-                Some(exit) => return Err(Fault::new(FaultKind::Trap, format!("guest exited with code {}", exit.0))),
-                None => return Err(Fault::from_guest_error(&error, store.data().memory_cap.denied)),
-            },
-        }
+        Fault::from_guest_result(result, store.data().memory_cap.denied)?;
         let output = stdout.contents();
         if output.len() > self.limits.max_response_bytes + HEADER_ROOM {
             return Err(Fault::new(FaultKind::Trap, "response over the size limit"));
