@@ -57,17 +57,23 @@ impl KvStores {
             .or_insert_with(|| {
                 Arc::new(SiteKv {
                     path: self.dir.join(format!("{site}.redb")),
-                    db: Mutex::new(None),
-                    writer: Mutex::new(None),
+                    db: Mutex::new(Handle::Unopened),
+                    writer: Mutex::new(Handle::Unopened),
                     max_value,
                 })
             })
             .clone()
     }
 
-    /// Forgets every store; each database closes when its last user is done.
-    pub fn close(&self) {
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    /// Closes every store: later operations on them fail, queued writes are
+    /// committed, and each database file is released before this returns,
+    /// so a new node can open it at once.
+    pub async fn close(&self) {
+        let stores: Vec<_> = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).drain().collect();
+        let closing = tokio::task::spawn_blocking(move || stores.into_iter().for_each(|(_, kv)| kv.close()));
+        if let Err(e) = closing.await {
+            tracing::error!("closing the KV stores failed: {e}");
+        }
     }
 }
 
@@ -76,9 +82,21 @@ impl KvStores {
 /// transaction (one fsync for the batch) and then answers each write.
 pub struct SiteKv {
     path: PathBuf,
-    db: Mutex<Option<Arc<Database>>>,
-    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    db: Mutex<Handle<Arc<Database>>>,
+    writer: Mutex<Handle<Writer>>,
     max_value: usize,
+}
+
+/// A resource opened on first use and gone for good once closed.
+enum Handle<T> {
+    Unopened,
+    Open(T),
+    Closed,
+}
+
+struct Writer {
+    queue: mpsc::Sender<WriteOp>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// The writes of the ABI.
@@ -108,30 +126,49 @@ impl SiteKv {
     /// The database, opened (or created) on first use; a failed open is
     /// retried by the next operation.
     fn db(&self) -> Result<Arc<Database>, KvError> {
-        let mut db = self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(db) = &*db {
-            return Ok(db.clone());
+        let mut db = lock(&self.db);
+        match &*db {
+            Handle::Open(db) => Ok(db.clone()),
+            Handle::Closed => Err(closed()),
+            Handle::Unopened => {
+                let opened = Arc::new(Database::create(&self.path).map_err(storage)?);
+                *db = Handle::Open(opened.clone());
+                Ok(opened)
+            }
         }
-        let opened = Arc::new(Database::create(&self.path).map_err(storage)?);
-        *db = Some(opened.clone());
-        Ok(opened)
     }
 
     /// The queue of the writer thread, started on first use. The thread
-    /// ends when this store is dropped.
+    /// ends when the store is closed or dropped.
     fn writer(&self) -> Result<mpsc::Sender<WriteOp>, KvError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(writer) = &*writer {
-            return Ok(writer.clone());
+        let mut writer = lock(&self.writer);
+        match &*writer {
+            Handle::Open(writer) => Ok(writer.queue.clone()),
+            Handle::Closed => Err(closed()),
+            Handle::Unopened => {
+                let (queue, receiver) = mpsc::channel();
+                let (db, max_value) = (self.db()?, self.max_value);
+                let thread = std::thread::Builder::new()
+                    .name("kv-writer".into())
+                    .spawn(move || write_loop(&db, max_value, &receiver))
+                    .map_err(storage)?;
+                *writer = Handle::Open(Writer { queue: queue.clone(), thread });
+                Ok(queue)
+            }
         }
-        let (sender, receiver) = mpsc::channel();
-        let (db, max_value) = (self.db()?, self.max_value);
-        std::thread::Builder::new()
-            .name("kv-writer".into())
-            .spawn(move || write_loop(&db, max_value, &receiver))
-            .map_err(storage)?;
-        *writer = Some(sender.clone());
-        Ok(sender)
+    }
+
+    /// Refuses further operations, lets the writer commit what is queued
+    /// and waits for it, then releases the database (once no read that
+    /// already started still holds it). Blocks.
+    fn close(&self) {
+        if let Handle::Open(Writer { queue, thread }) = std::mem::replace(&mut *lock(&self.writer), Handle::Closed) {
+            drop(queue);
+            if thread.join().is_err() {
+                tracing::error!(path = %self.path.display(), "KV writer thread panicked");
+            }
+        }
+        *lock(&self.db) = Handle::Closed;
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
@@ -154,6 +191,14 @@ impl SiteKv {
         self.writer()?.send(WriteOp { kind, key, value, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn closed() -> KvError {
+    KvError::Storage("the store is closed (the node is shutting down)".into())
 }
 
 fn write_loop(db: &Database, max_value: usize, queue: &mpsc::Receiver<WriteOp>) {
@@ -296,5 +341,18 @@ mod tests {
         assert!(matches!(w(&kv, Insert, &[b'k'; MAX_KEY_BYTES + 1], b"v").await, Err(KvError::KeyTooLong(_))));
         let other = stores.site("b.test", 8);
         assert_eq!(other.get(b"u").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn close_releases_the_file_even_while_the_store_is_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let held = stores.site("c.test", 8);
+        assert!(w(&held, Insert, b"k", b"v").await.unwrap());
+        stores.close().await;
+        assert!(matches!(w(&held, Insert, b"k", b"w").await, Err(KvError::Storage(_))), "closed for writes");
+        assert!(held.get(b"k").is_err(), "and for reads");
+        let reopened = KvStores::new(dir.path().to_owned()).unwrap().site("c.test", 8);
+        assert_eq!(reopened.get(b"k").unwrap().as_deref(), Some(&b"v"[..]), "the file opens again at once");
     }
 }

@@ -123,14 +123,14 @@ impl ModuleStore {
         Ok(outcome)
     }
 
-    /// Stops serving everything and lets go of the sites' KV stores (each
-    /// closes when the last request using it is done).
+    /// Stops serving everything and closes the sites' KV stores, releasing
+    /// their files.
     pub async fn close(&self) {
         let _scan_state = self.scan_state.lock().await;
         for deployed in self.registry.all() {
             self.registry.remove(&deployed.site, &deployed.name);
         }
-        self.kv.close();
+        self.kv.close().await;
     }
 
     /// Stops serving a module and deletes its file. `false` if there was none.
