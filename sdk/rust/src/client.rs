@@ -1,7 +1,8 @@
 //! Outgoing HTTP requests (`hostcall_req_create`, `hostcall_req_send`, ...).
 //! The node only lets a site call the hosts on its allow-list
-//! (`outbound_hosts`); any other host fails with [`Error::Send`]. Requests
-//! count against the incoming request's wall-clock limit.
+//! (`outbound_hosts`); any other host fails ([`Error::Create`] on this
+//! node, which checks when the request is created). Requests count against
+//! the incoming request's wall-clock limit.
 
 use std::fmt;
 use std::task::Poll;
@@ -16,7 +17,8 @@ use crate::sys::{self, HANDLE_ERROR, HANDLE_NOT_READY, STATUS_OK};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// The host refused to create the request: a URL that is not
-    /// absolute, or a method it does not accept.
+    /// absolute, a method it does not accept, or a host outside the
+    /// site's allow-list.
     Create,
     /// The host refused a header (name or value) or the body.
     Invalid,
@@ -30,7 +32,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Create => f.write_str("the host refused to create the request (method or URL)"),
+            Error::Create => f.write_str("the host refused to create the request (method, URL, or a host not allowed)"),
             Error::Invalid => f.write_str("the host refused a header or the body of the request"),
             Error::Send => f.write_str("the request could not be sent or got no response"),
             Error::Status(code) => write!(f, "the response has an invalid status code {code}"),
@@ -117,12 +119,20 @@ pub fn select(pending: &mut [Pending]) -> Option<(usize, Result<Response, Error>
     let mut finished = HANDLE_ERROR;
     // SAFETY: live pending handles and a valid out-pointer.
     let resp = unsafe { sys::hostcall_pending_req_select(handles.as_ptr(), handles.len(), &mut finished) };
-    let index = pending
-        .iter()
-        .position(|p| !p.done && p.handle == finished)
-        .expect("hostcall_pending_req_select names one of the handles it was given");
-    pending[index].done = true;
-    Some((index, received(resp)))
+    match pending.iter().position(|p| !p.done && p.handle == finished) {
+        Some(index) => {
+            pending[index].done = true;
+            Some((index, received(resp)))
+        }
+        // The host refused the call as a whole (say, more handles than it
+        // takes at once): wait for the first unfinished request alone.
+        None => {
+            let index = pending.iter().position(|p| !p.done)?;
+            pending[index].done = true;
+            // SAFETY: a live pending handle; the host consumes it.
+            Some((index, received(unsafe { sys::hostcall_pending_req_wait(pending[index].handle) })))
+        }
+    }
 }
 
 /// A host request with the method, URI, headers and body of `request`.

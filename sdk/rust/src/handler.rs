@@ -26,7 +26,7 @@ impl<B: Into<Vec<u8>>> IntoResponse for http::Response<B> {
     }
 }
 
-/// `Err(e)` becomes a `500` whose body is `e` on one line (also logged).
+/// `Err(e)` becomes a `500` whose body is `e` and a newline (also logged).
 impl<T: IntoResponse, E: Display> IntoResponse for Result<T, E> {
     fn into_response(self) -> Response {
         match self {
