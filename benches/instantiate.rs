@@ -48,7 +48,7 @@ fn instantiate_strategies(c: &mut Criterion) {
     let mut group = c.benchmark_group("hello_instantiate_run");
     for (strategy, prewarm) in [("fresh", 0), ("prewarm", 4)] {
         let module = compile_in_memory(&runtime, &prepared).unwrap();
-        let config = HandlerConfig { label: Arc::from("bench/hello"), limits, prewarm, kv: None };
+        let config = HandlerConfig { label: Arc::from("bench/hello"), limits, prewarm, kv: None, net: None };
         let (handler, _) = Handler::new(&runtime, module, prepared.abi, config).unwrap();
         group.bench_function(format!("executor/{strategy}"), |b| {
             b.to_async(&tokio).iter(|| async {

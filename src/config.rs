@@ -230,6 +230,9 @@ impl Config {
             if limits.memory_mb == 0 || limits.memory_mb > 4096 {
                 return bad(format!("{site}: memory_mb must be between 1 and 4096"));
             }
+            if let Err(e) = crate::outbound::AllowList::parse(&limits.outbound_hosts) {
+                return bad(format!("{site}: {e}"));
+            }
         }
         for site in self.sites.keys() {
             if !crate::modules::valid_site_name(site) {

@@ -11,5 +11,6 @@ pub mod executor;
 pub mod kv;
 pub mod modules;
 pub mod node;
+pub mod outbound;
 pub mod runtime;
 pub mod server;

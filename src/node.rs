@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::engine::EngineShape;
 use crate::modules::ModuleStore;
 use crate::modules::watcher::DropFolder;
+use crate::outbound::Net;
 use crate::runtime::Runtime;
 use crate::server::SiteServer;
 use crate::server::listener::serve;
@@ -37,15 +38,17 @@ impl Node {
     pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         config.validate()?;
         let config = Arc::new(config);
-        let runtime = Runtime::new(EngineShape::from_config(&config)).context("cannot create the wasm engine")?;
-        let store = ModuleStore::open(runtime, config.clone())
-            .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;
-        store.rescan().await;
-
+        // Bound first: the guests' client must know the admin address to refuse it.
         let site_listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let admin_listener = TcpListener::bind(config.admin).await.with_context(|| format!("cannot listen on {}", config.admin))?;
         let http_addr = site_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let runtime = Runtime::new(EngineShape::from_config(&config)).context("cannot create the wasm engine")?;
+        let net = Net::new(Some(admin_addr)).context("cannot set up outbound HTTP and DNS")?;
+        let store = ModuleStore::open(runtime, config.clone(), net)
+            .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;
+        store.rescan().await;
+
         if config.admin_token.is_none() && config.sites.values().all(|s| s.token.is_none()) && !admin_addr.ip().is_loopback() {
             tracing::warn!("no admin token configured: the admin API on {admin_addr} answers loopback clients only");
         }

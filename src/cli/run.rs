@@ -50,6 +50,7 @@ const UNLIMITED: SandboxLimits = SandboxLimits {
     timeout: Duration::from_secs(365 * 24 * 3600),
     memory_bytes: 4 << 30,
     max_response_bytes: 1 << 30,
+    max_request_bytes: 1 << 30,
 };
 
 fn cache_dir() -> PathBuf {
@@ -82,7 +83,7 @@ impl RunCommand {
         let limits = SandboxLimits::from(&Limits::default());
         // A one-off run keeps its KV data in the cache, as the site `_run`.
         let kv = KvStores::new(cache_dir().join("kv"))?.site("_run", limits.max_response_bytes);
-        let config = HandlerConfig { label: Arc::from(format!("run/{name}")), limits, prewarm: 0, kv: Some(kv) };
+        let config = HandlerConfig { label: Arc::from(format!("run/{name}")), limits, prewarm: 0, kv: Some(kv), net: None };
         let (handler, warnings) = Handler::new(runtime, module, abi, config)?;
         for warning in warnings {
             eprintln!("warning: {warning}");

@@ -65,6 +65,8 @@ pub struct HandlerConfig {
     pub prewarm: u32,
     /// The site's KV store.
     pub kv: Option<Arc<crate::kv::SiteKv>>,
+    /// What the site's guests may reach on the network.
+    pub net: Option<crate::outbound::SiteNet>,
 }
 
 /// A compiled module ready to serve, whatever its interface.

@@ -18,6 +18,7 @@ pub struct SandboxLimits {
     pub timeout: Duration,
     pub memory_bytes: usize,
     pub max_response_bytes: usize,
+    pub max_request_bytes: usize,
 }
 
 impl From<&Limits> for SandboxLimits {
@@ -27,6 +28,7 @@ impl From<&Limits> for SandboxLimits {
             timeout: Duration::from_millis(limits.timeout_ms),
             memory_bytes: limits.memory_bytes(),
             max_response_bytes: limits.max_response_bytes as usize,
+            max_request_bytes: limits.max_request_bytes as usize,
         }
     }
 }
@@ -70,7 +72,7 @@ impl Sandbox {
     /// Store data with no limits applied, for stores that never run code.
     pub fn unarmed() -> Sandbox {
         Sandbox {
-            session: Session::new(0),
+            session: Session::default(),
             wasi: None,
             guest_log: None,
             memory_cap: MemoryCap { cap: 0, denied: false },
@@ -82,7 +84,7 @@ impl Sandbox {
     /// deadline are set by `arm`, so a prewarmed store can be armed later.
     pub fn new_store(engine: &Engine, limits: &SandboxLimits) -> Store<Sandbox> {
         let sandbox = Sandbox {
-            session: Session::new(limits.max_response_bytes),
+            session: Session::default(),
             wasi: None,
             guest_log: None,
             memory_cap: MemoryCap { cap: limits.memory_bytes, denied: false },
@@ -107,6 +109,7 @@ pub fn arm(store: &mut Store<Sandbox>, limits: &SandboxLimits) {
     store.data_mut().deadline = Instant::now() + limits.timeout;
     store.data_mut().memory_cap.cap = limits.memory_bytes;
     store.data_mut().session.max_response_bytes = limits.max_response_bytes;
+    store.data_mut().session.max_request_bytes = limits.max_request_bytes;
     store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
     store.set_epoch_deadline(1);
 }

@@ -121,6 +121,7 @@ impl Instantiator {
         let session = &mut store.data_mut().session;
         session.label = self.config.label.clone();
         session.kv = self.config.kv.clone();
+        session.outbound.net = self.config.net.clone();
         let instance = match self.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(error) => return Err(name_panic(&store, Fault::from_guest_error(&error, store.data().memory_cap.denied))),

@@ -20,6 +20,7 @@ use super::{valid_module_name, valid_site_name};
 use crate::config::Config;
 use crate::executor::{Handler, HandlerConfig, SandboxLimits};
 use crate::kv::KvStores;
+use crate::outbound::{AllowList, Net, SiteNet};
 use crate::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 pub struct ModuleStore {
     runtime: Arc<Runtime>,
+    /// The client and resolver the sites' guests share.
+    net: Arc<Net>,
     config: Arc<Config>,
     sites_dir: PathBuf,
     artifacts_dir: PathBuf,
@@ -75,7 +78,7 @@ pub struct ModuleStore {
 }
 
 impl ModuleStore {
-    pub fn open(runtime: Arc<Runtime>, config: Arc<Config>) -> std::io::Result<Arc<ModuleStore>> {
+    pub fn open(runtime: Arc<Runtime>, config: Arc<Config>, net: Arc<Net>) -> std::io::Result<Arc<ModuleStore>> {
         let data = &config.data;
         let store = ModuleStore {
             sites_dir: data.join("sites"),
@@ -83,6 +86,7 @@ impl ModuleStore {
             tmp_dir: data.join("tmp"),
             kv: KvStores::new(data.join("kv"))?,
             runtime,
+            net,
             registry: Registry::default(),
             scan_state: tokio::sync::Mutex::new(HashMap::new()),
             config,
@@ -153,11 +157,14 @@ impl ModuleStore {
             .map_err(|e| DeployError::Link(format!("compilation failed: {}", root_message(&e))))?;
         let limits = SandboxLimits::from(self.config.limits_for(site));
         let kv = self.kv.site(site, limits.max_response_bytes);
+        let allow = AllowList::parse(&self.config.limits_for(site).outbound_hosts).map_err(DeployError::Storage)?;
+        let net = SiteNet { net: self.net.clone(), allow: Arc::new(allow) };
         let config = HandlerConfig {
             label: Arc::from(format!("{site}/{name}")),
             limits,
             prewarm: self.config.pool.prewarm,
             kv: Some(kv),
+            net: Some(net),
         };
         let (handler, warnings) = Handler::new(&self.runtime, compiled.module, prepared.abi, config)
             .map_err(|e| DeployError::Link(root_message(&e.into())))?;

@@ -7,4 +7,6 @@ mod dropfolder;
 mod faults;
 mod kv;
 mod harness;
+mod outbound;
 mod routing;
+mod upstream;

@@ -2,14 +2,17 @@
 //! `shared/abi/terrafirma.md`). Each file holds one family of hostcalls and
 //! only moves bytes between guest memory (`memory.rs`) and the `Session`.
 
+mod dns;
+mod headers;
 mod kv;
 mod memory;
 mod misc;
+mod outbound;
 mod request;
 mod response;
 mod session;
-mod unavailable;
 
+pub use outbound::MAX_OUTBOUND_REQUESTS;
 pub use session::Session;
 
 use wasmtime::Linker;
@@ -63,6 +66,7 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     request::add_to_linker(linker)?;
     response::add_to_linker(linker)?;
     kv::add_to_linker(linker)?;
-    unavailable::add_to_linker(linker)?;
+    outbound::add_to_linker(linker)?;
+    dns::add_to_linker(linker)?;
     Ok(())
 }

@@ -3,11 +3,10 @@
 //! client's own values for them are never shown.
 
 use bytes::Bytes;
-use http::HeaderName;
 use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, hand_out_list, read};
-use super::{HostcallError, MODULE};
+use super::{HostcallError, MODULE, headers};
 use crate::executor::{GuestRequest, Sandbox};
 
 const CLIENT_IP_HEADERS: [&str; 2] = ["x-terrafirma-client-ip", "fastly-client-ip"];
@@ -21,23 +20,19 @@ fn incoming<'a>(caller: &'a Caller<'_, Sandbox>, handle: i32, call: &'static str
 
 /// Distinct header names, lower case, the node's client-ip headers included.
 fn header_names(request: &GuestRequest) -> Vec<Bytes> {
-    let mut names: Vec<Bytes> = request
-        .headers
-        .keys()
-        .filter(|name| !CLIENT_IP_HEADERS.contains(&name.as_str()))
-        .map(|name| Bytes::copy_from_slice(name.as_str().as_bytes()))
+    let mut names: Vec<Bytes> = headers::names(&request.headers)
+        .filter(|name| !CLIENT_IP_HEADERS.iter().any(|ip| ip.as_bytes() == name.as_ref()))
         .collect();
     names.extend(CLIENT_IP_HEADERS.iter().map(|name| Bytes::from_static(name.as_bytes())));
     names
 }
 
-/// All values of one header; the name is matched case-insensitively.
+/// All values of one header, the client-ip headers as the node set them.
 fn header_values(request: &GuestRequest, name: &[u8]) -> Vec<Bytes> {
-    let Ok(name) = HeaderName::from_bytes(name) else { return Vec::new() };
-    if CLIENT_IP_HEADERS.contains(&name.as_str()) {
+    if CLIENT_IP_HEADERS.iter().any(|ip| ip.as_bytes().eq_ignore_ascii_case(name)) {
         return vec![Bytes::from(request.client_ip.to_string())];
     }
-    request.headers.get_all(&name).iter().map(|value| Bytes::copy_from_slice(value.as_bytes())).collect()
+    headers::values(&request.headers, name)
 }
 
 /// A hostcall `(ptr_p, len_p, req)` handing one buffer of the request to the guest.

@@ -2,11 +2,11 @@
 //! codes, header names or values answer `Invalid`; bad pointers trap.
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use wasmtime::{Caller, Linker};
 
 use super::memory::{read, read_slices};
-use super::{HostcallError, HostcallStatus, MODULE};
+use super::{HostcallError, HostcallStatus, MODULE, headers};
 use crate::executor::Sandbox;
 
 pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
@@ -40,16 +40,7 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
             if resp != 0 {
                 return Ok(HostcallStatus::Invalid.into());
             }
-            let Ok(name) = HeaderName::from_bytes(&name) else { return Ok(HostcallStatus::Invalid.into()) };
-            let Ok(values) = values.into_iter().map(HeaderValue::try_from).collect::<Result<Vec<_>, _>>() else {
-                return Ok(HostcallStatus::Invalid.into());
-            };
-            let headers = &mut caller.data_mut().session.response.headers;
-            headers.remove(&name);
-            for value in values {
-                headers.append(name.clone(), value);
-            }
-            Ok(HostcallStatus::Ok.into())
+            Ok(headers::set(&mut caller.data_mut().session.response.headers, &name, values).into())
         },
     )?;
     linker.func_wrap(

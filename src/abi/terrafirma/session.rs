@@ -7,14 +7,18 @@ use std::sync::Arc;
 use wasmtime::{Func, Memory, Table, TypedFunc};
 
 use crate::executor::{GuestRequest, GuestResponse};
+use super::outbound::Outbound;
 use crate::kv::SiteKv;
 
+#[derive(Default)]
 pub struct Session {
     /// The incoming request (handle 0); `None` while a prewarmed instance waits.
     pub request: Option<GuestRequest>,
     /// The outgoing response (handle 0).
     pub response: GuestResponse,
     pub max_response_bytes: usize,
+    /// Largest body of a request the guest sends out.
+    pub max_request_bytes: usize,
     /// `site/module`, for log lines.
     pub label: Arc<str>,
     pub memory: Option<Memory>,
@@ -27,21 +31,6 @@ pub struct Session {
     pub panic_message: Option<String>,
     /// The site's KV store; `None` where there is none (`terrafirma run`).
     pub kv: Option<Arc<SiteKv>>,
-}
-
-impl Session {
-    pub fn new(max_response_bytes: usize) -> Self {
-        Session {
-            request: None,
-            response: GuestResponse::default(),
-            max_response_bytes,
-            label: Arc::from(""),
-            memory: None,
-            table: None,
-            exported_malloc: None,
-            registered_malloc: None,
-            panic_message: None,
-            kv: None,
-        }
-    }
+    /// Requests the guest sends out, and their responses.
+    pub outbound: Outbound,
 }
