@@ -174,8 +174,10 @@ fn name_panic(store: &Store<Sandbox>, mut fault: Fault) -> Fault {
     fault
 }
 
+/// A guest's panic message on one line for the error body: Rust's default
+/// format puts the location on the first line and the message on the next.
 fn one_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().chars().take(200).collect()
+    text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
 }
 
 /// Sends what the guest wrote to WASI stdout/stderr to the node's log.

@@ -5,15 +5,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::harness::{TestNode, fixture};
+use crate::harness::{Resp, TestNode, fixture};
 
 /// Deploys `fixture` as `module`, requests it, checks the error, then checks
 /// that the node still serves an ordinary guest.
-async fn assert_fault(node: &TestNode, fixture_name: &str, module: &str, status: u16, kind: &str) {
+async fn assert_fault(node: &TestNode, fixture_name: &str, module: &str, status: u16, kind: &str) -> Resp {
     node.deploy_ok("_default", module, fixture(fixture_name)).await;
     let resp = node.get(&format!("/{module}")).await;
     node.assert_error(&resp, status, kind, module);
     node.assert_still_serving().await;
+    resp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +69,8 @@ async fn out_of_bounds_hostcall_argument_is_a_trap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_hook_then_unreachable_is_a_trap() {
     let node = TestNode::start().await;
-    assert_fault(&node, "panic", "panicker", 500, "trap").await;
+    let resp = assert_fault(&node, "panic", "panicker", 500, "trap").await;
+    assert!(resp.text().contains("panicked at src/lib.rs:3:5: boom: the guest gave up"), "the whole message, on one line: {resp:?}");
     node.stop().await;
 }
 
