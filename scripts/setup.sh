@@ -2,7 +2,7 @@
 # Installs what building, testing and demoing Terrafirma needs on a fresh
 # Debian machine. Idempotent: everything already present is skipped.
 #
-#   bash scripts/setup.sh           # toolchain checks, wasm targets, C compiler, curl
+#   bash scripts/setup.sh           # toolchain checks, wasm targets, C compilers, curl
 #   bash scripts/setup.sh --bench   # also wrk and hyperfine, for loadtest/
 set -euo pipefail
 
@@ -74,4 +74,21 @@ if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi
 say "ok: cc, curl$($bench && echo ', wrk, hyperfine')"
+
+# 4. C guests (the tests build examples/c with sdk/c/terrafirma.h): clang,
+#    wasm-ld, wasi-libc, and compiler-rt's wasm32 builtins for this clang.
+need=()
+command -v clang >/dev/null 2>&1 || need+=(clang)
+command -v wasm-ld >/dev/null 2>&1 || need+=(lld)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || [ -f /usr/lib/wasm32-wasip1/libc.a ] || need+=(wasi-libc)
+if [ ${#need[@]} -gt 0 ]; then
+  apt_install "${need[@]}"
+fi
+clang_major=$(clang -dumpversion | cut -d. -f1)
+wasm_target=wasm32-wasi
+[ -f /usr/lib/wasm32-wasip1/libc.a ] && wasm_target=wasm32-wasip1
+if [ ! -f "$(clang --target=$wasm_target --sysroot=/usr -print-libgcc-file-name)" ]; then
+  apt_install "libclang-rt-$clang_major-dev-wasm32"
+fi
+say "ok: clang $clang_major, wasm-ld, wasi-libc ($wasm_target)"
 say "done"

@@ -4,6 +4,7 @@
 mod abi;
 mod admin;
 mod dropfolder;
+mod examples;
 mod faults;
 mod kv;
 mod harness;
