@@ -73,11 +73,16 @@ async fn client_ip_is_set_by_the_node() {
     assert_eq!(header_lines(&resp.text(), "x-terrafirma-client-ip"), ["127.0.0.1"], "{resp:?}");
     assert_eq!(header_lines(&resp.text(), "fastly-client-ip"), ["127.0.0.1"], "{resp:?}");
 
-    let forged =
-        [("x-terrafirma-client-ip", "6.6.6.6"), ("Fastly-Client-IP", "6.6.6.6"), ("fastly-client-ip", "7.7.7.7")];
+    let forged = [
+        ("x-terrafirma-client-ip", "6.6.6.6"),
+        ("Fastly-Client-IP", "6.6.6.6"),
+        ("fastly-client-ip", "7.7.7.7"),
+        ("X-Fastly-Client-IP", "8.8.8.8"),
+    ];
     let resp = node.send("GET", "/headers", None, &forged, Bytes::new()).await;
-    assert_eq!(header_lines(&resp.text(), "x-terrafirma-client-ip"), ["127.0.0.1"], "forged value replaced: {resp:?}");
-    assert_eq!(header_lines(&resp.text(), "fastly-client-ip"), ["127.0.0.1"], "forged value replaced: {resp:?}");
+    for name in ["x-terrafirma-client-ip", "fastly-client-ip", "x-fastly-client-ip"] {
+        assert_eq!(header_lines(&resp.text(), name), ["127.0.0.1"], "forged {name} replaced: {resp:?}");
+    }
     node.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! `hostcall_req_get_*`: the incoming request (handle 0) as the guest reads it.
-//! The node sets `x-terrafirma-client-ip` and `fastly-client-ip` itself; a
+//! The node sets `x-terrafirma-client-ip`, `fastly-client-ip` and
+//! `x-fastly-client-ip` itself; a
 //! client's own values for them are never shown.
 
 use bytes::Bytes;
@@ -9,7 +10,10 @@ use super::memory::{hand_out, hand_out_list, read};
 use super::{HostcallError, MODULE, headers};
 use crate::executor::{GuestRequest, Sandbox};
 
-const CLIENT_IP_HEADERS: [&str; 2] = ["x-terrafirma-client-ip", "fastly-client-ip"];
+/// Set by the node to the client's address, whatever the client sent.
+/// Terrarium's throttle template reads `x-fastly-client-ip` first, so a
+/// client must not be able to choose that one either.
+const CLIENT_IP_HEADERS: [&str; 3] = ["x-terrafirma-client-ip", "fastly-client-ip", "x-fastly-client-ip"];
 
 fn incoming<'a>(caller: &'a Caller<'_, Sandbox>, handle: i32, call: &'static str) -> Result<&'a GuestRequest, HostcallError> {
     match (&caller.data().session.request, handle) {
