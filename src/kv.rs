@@ -1,25 +1,30 @@
-//! The sites' durable key-value stores: one redb database per site under
-//! `DATA/kv/SITE.redb`, shared by all of the site's modules and invisible to
-//! other sites. A write is committed (fsynced) before the guest sees it
-//! succeed, so it survives `kill -9` of the node; concurrent writes share
-//! one commit.
+//! The sites' durable key-value stores: one fjall database for the node
+//! under `DATA/kv/`, one keyspace per site, shared by all of the site's
+//! modules and invisible to other sites.
+//!
+//! A write is in fjall's journal, in the operating system's buffers, before
+//! the guest sees it succeed: it survives `kill -9` of the node. A syncer
+//! thread fsyncs the journal within `SYNC_INTERVAL` of a write, which bounds
+//! what a power loss can take; a clean shutdown syncs everything.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::oneshot;
-
-const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Bytes of keys plus values stored, kept in `META`.
-const STORED_BYTES: &str = "stored_bytes";
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 /// Longest key (ABI: keys are short strings, up to 1 KiB).
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Keys plus values one site may store.
 pub const MAX_SITE_BYTES: u64 = 256 << 20;
+/// Longest time between a write and the fsync of the journal holding it.
+const SYNC_INTERVAL: Duration = Duration::from_millis(500);
+/// The keyspace holding each site's stored byte count, keyed by site name.
+/// Site names are host names, so no site can be called this.
+const SIZES: &str = "_sizes";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
@@ -37,66 +42,136 @@ fn storage(e: impl std::fmt::Display) -> KvError {
     KvError::Storage(e.to_string())
 }
 
-/// Opens each site's store on first use and keeps it open.
+fn closed() -> KvError {
+    KvError::Storage("the store is closed (the node is shutting down)".into())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The open database and what keeps its journal synced.
+struct Open {
+    db: Database,
+    sizes: Keyspace,
+    dirty: Arc<AtomicBool>,
+    stop_syncer: mpsc::Sender<()>,
+    syncer: std::thread::JoinHandle<()>,
+}
+
+/// The node's stores: the database opens on first use (so `terrafirma run`
+/// without KV never opens it) and each site's keyspace with it.
 pub struct KvStores {
     dir: PathBuf,
-    open: Mutex<HashMap<String, Arc<SiteKv>>>,
+    open: Mutex<Option<Open>>,
+    sites: Mutex<HashMap<String, Arc<SiteKv>>>,
 }
 
 impl KvStores {
     pub fn new(dir: PathBuf) -> std::io::Result<KvStores> {
         std::fs::create_dir_all(&dir)?;
-        Ok(KvStores { dir, open: Mutex::new(HashMap::new()) })
+        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()) })
     }
 
     /// The store of `site` (a validated site name), values capped at
-    /// `max_value` bytes. The database opens on first use.
+    /// `max_value` bytes. A store whose database cannot open answers every
+    /// operation with the error.
     pub fn site(&self, site: &str, max_value: usize) -> Arc<SiteKv> {
-        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        open.entry(site.to_owned())
+        lock(&self.sites)
+            .entry(site.to_owned())
             .or_insert_with(|| {
-                Arc::new(SiteKv {
-                    path: self.dir.join(format!("{site}.redb")),
-                    db: Mutex::new(Handle::Unopened),
-                    writer: Mutex::new(Handle::Unopened),
-                    max_value,
-                })
+                let state = self.open_site(site).map_err(|e| {
+                    tracing::error!(site, "cannot open the KV store in {}: {e}", self.dir.display());
+                    e
+                });
+                Arc::new(SiteKv { site: site.to_owned(), max_value, state: Mutex::new(state.ok()) })
             })
             .clone()
     }
 
-    /// Closes every store: later operations on them fail, queued writes are
-    /// committed, and each database file is released before this returns,
-    /// so a new node can open it at once.
+    fn open_site(&self, site: &str) -> Result<SiteState, KvError> {
+        let mut open = lock(&self.open);
+        if open.is_none() {
+            *open = Some(self.open_db()?);
+        }
+        let Open { db, sizes, dirty, .. } = open.as_ref().expect("opened above");
+        let data = db.keyspace(site, KeyspaceCreateOptions::default).map_err(storage)?;
+        let stored = match sizes.get(site).map_err(storage)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| storage("corrupt size record"))?),
+            None => 0,
+        };
+        Ok(SiteState { db: db.clone(), data, sizes: sizes.clone(), stored, dirty: dirty.clone() })
+    }
+
+    fn open_db(&self) -> Result<Open, KvError> {
+        let db = Database::builder(&self.dir).open().map_err(storage)?;
+        let sizes = db.keyspace(SIZES, KeyspaceCreateOptions::default).map_err(storage)?;
+        let dirty = Arc::new(AtomicBool::new(false));
+        let (stop_syncer, stop) = mpsc::channel();
+        let syncer = {
+            let (db, dirty) = (db.clone(), dirty.clone());
+            std::thread::Builder::new()
+                .name("kv-sync".into())
+                .spawn(move || sync_loop(&db, &dirty, &stop))
+                .map_err(storage)?
+        };
+        Ok(Open { db, sizes, dirty, stop_syncer, syncer })
+    }
+
+    /// Closes every store: later operations on them fail, the journal is
+    /// synced, and the database is released before this returns, so a new
+    /// node can open it at once.
     pub async fn close(&self) {
-        let stores: Vec<_> = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).drain().collect();
-        let closing = tokio::task::spawn_blocking(move || stores.into_iter().for_each(|(_, kv)| kv.close()));
+        let sites: Vec<_> = lock(&self.sites).drain().map(|(_, kv)| kv).collect();
+        let open = lock(&self.open).take();
+        let closing = tokio::task::spawn_blocking(move || {
+            for kv in sites {
+                lock(&kv.state).take();
+            }
+            if let Some(Open { db, sizes, stop_syncer, syncer, .. }) = open {
+                drop(stop_syncer);
+                let _ = syncer.join();
+                if let Err(e) = db.persist(PersistMode::SyncAll) {
+                    tracing::error!("KV: the final sync failed: {e}");
+                }
+                drop((sizes, db));
+            }
+        });
         if let Err(e) = closing.await {
             tracing::error!("closing the KV stores failed: {e}");
         }
     }
 }
 
-/// One site's store. Reads run where they are called; writes go to the
-/// site's writer thread, which commits whatever has queued up in one
-/// transaction (one fsync for the batch) and then answers each write.
+/// Fsyncs the journal every `SYNC_INTERVAL` when something was written,
+/// until the sender is dropped.
+fn sync_loop(db: &Database, dirty: &AtomicBool, stop: &mpsc::Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(SYNC_INTERVAL) {
+        if dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = db.persist(PersistMode::SyncAll) {
+                dirty.store(true, Ordering::Release);
+                tracing::error!("KV: syncing the journal failed: {e}");
+            }
+        }
+    }
+}
+
+/// One site's store.
 pub struct SiteKv {
-    path: PathBuf,
-    db: Mutex<Handle<Arc<Database>>>,
-    writer: Mutex<Handle<Writer>>,
+    site: String,
     max_value: usize,
+    /// `None` once closed (or if the database could not open). Writes hold
+    /// the lock for their read-modify-write, so they apply one at a time.
+    state: Mutex<Option<SiteState>>,
 }
 
-/// A resource opened on first use and gone for good once closed.
-enum Handle<T> {
-    Unopened,
-    Open(T),
-    Closed,
-}
-
-struct Writer {
-    queue: mpsc::Sender<WriteOp>,
-    thread: std::thread::JoinHandle<()>,
+struct SiteState {
+    db: Database,
+    data: Keyspace,
+    sizes: Keyspace,
+    /// Bytes of keys plus values stored, as recorded in `SIZES`.
+    stored: u64,
+    dirty: Arc<AtomicBool>,
 }
 
 /// The writes of the ABI.
@@ -112,175 +187,59 @@ pub enum WriteKind {
     Remove,
 }
 
-struct WriteOp {
-    kind: WriteKind,
-    key: Vec<u8>,
-    value: Vec<u8>,
-    reply: oneshot::Sender<Result<bool, KvError>>,
-}
-
-/// Most writes committed together.
-const MAX_BATCH: usize = 256;
-
 impl SiteKv {
-    /// The database, opened (or created) on first use; a failed open is
-    /// retried by the next operation.
-    fn db(&self) -> Result<Arc<Database>, KvError> {
-        let mut db = lock(&self.db);
-        match &*db {
-            Handle::Open(db) => Ok(db.clone()),
-            Handle::Closed => Err(closed()),
-            Handle::Unopened => {
-                let opened = Arc::new(Database::create(&self.path).map_err(storage)?);
-                *db = Handle::Open(opened.clone());
-                Ok(opened)
-            }
-        }
-    }
-
-    /// The queue of the writer thread, started on first use. The thread
-    /// ends when the store is closed or dropped.
-    fn writer(&self) -> Result<mpsc::Sender<WriteOp>, KvError> {
-        let mut writer = lock(&self.writer);
-        match &*writer {
-            Handle::Open(writer) => Ok(writer.queue.clone()),
-            Handle::Closed => Err(closed()),
-            Handle::Unopened => {
-                let (queue, receiver) = mpsc::channel();
-                let (db, max_value) = (self.db()?, self.max_value);
-                let thread = std::thread::Builder::new()
-                    .name("kv-writer".into())
-                    .spawn(move || write_loop(&db, max_value, &receiver))
-                    .map_err(storage)?;
-                *writer = Handle::Open(Writer { queue: queue.clone(), thread });
-                Ok(queue)
-            }
-        }
-    }
-
-    /// Refuses further operations, lets the writer commit what is queued
-    /// and waits for it, then releases the database (once no read that
-    /// already started still holds it). Blocks.
-    fn close(&self) {
-        if let Handle::Open(Writer { queue, thread }) = std::mem::replace(&mut *lock(&self.writer), Handle::Closed) {
-            drop(queue);
-            if thread.join().is_err() {
-                tracing::error!(path = %self.path.display(), "KV writer thread panicked");
-            }
-        }
-        *lock(&self.db) = Handle::Closed;
-    }
-
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let table = match txn.open_table(DATA) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(storage(e)),
-        };
-        Ok(table.get(key).map_err(storage)?.map(|value| value.value().to_vec()))
+        if key.len() > MAX_KEY_BYTES {
+            return Err(KvError::KeyTooLong(key.len()));
+        }
+        let data = lock(&self.state).as_ref().ok_or_else(closed)?.data.clone();
+        Ok(data.get(key).map_err(storage)?.map(|value| value.to_vec()))
     }
 
-    /// Resolves once the write is committed to disk (or refused).
+    /// Applies one write; it is in the journal (the OS's buffers) when this
+    /// returns `Ok`.
     pub async fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> Result<bool, KvError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(KvError::KeyTooLong(key.len()));
         }
-        let (reply, answer) = oneshot::channel();
-        let stopped = || KvError::Storage("the store's writer stopped".into());
-        self.writer()?.send(WriteOp { kind, key, value, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn closed() -> KvError {
-    KvError::Storage("the store is closed (the node is shutting down)".into())
-}
-
-fn write_loop(db: &Database, max_value: usize, queue: &mpsc::Receiver<WriteOp>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+        let mut state = lock(&self.state);
+        let state = state.as_mut().ok_or_else(closed)?;
+        let old = state.data.get(&key).map_err(storage)?;
+        let (new, answer) = match (kind, &old) {
+            (WriteKind::Insert, _) => (Some(value), old.is_none()),
+            (WriteKind::Upsert, Some(_)) => return Ok(false),
+            (WriteKind::Upsert, None) => (Some(value), true),
+            (WriteKind::Append, _) => {
+                let mut joined = old.as_ref().map(|v| v.to_vec()).unwrap_or_default();
+                joined.extend_from_slice(&value);
+                (Some(joined), old.is_none())
             }
+            (WriteKind::Remove, None) => return Ok(false),
+            (WriteKind::Remove, Some(_)) => (None, true),
+        };
+        if let Some(value) = &new
+            && value.len() > self.max_value
+        {
+            return Err(KvError::ValueTooLarge { len: value.len(), limit: self.max_value });
         }
-        match commit(db, max_value, &batch) {
-            Ok(answers) => {
-                for (op, answer) in batch.into_iter().zip(answers) {
-                    let _ = op.reply.send(answer);
-                }
-            }
-            Err(error) => {
-                tracing::error!("KV commit failed: {error}");
-                for op in batch {
-                    let _ = op.reply.send(Err(error.clone()));
-                }
-            }
+        let size = |value: Option<usize>| value.map_or(0, |len| (key.len() + len) as u64);
+        let (old_size, new_size) = (size(old.as_ref().map(|v| v.len())), size(new.as_ref().map(Vec::len)));
+        let total = (state.stored + new_size).saturating_sub(old_size);
+        if new_size > old_size && total > MAX_SITE_BYTES {
+            return Err(KvError::SiteFull);
         }
+        // The value and the site's size change together, or not at all.
+        let mut batch = state.db.batch();
+        match new {
+            Some(value) => batch.insert(&state.data, key, value),
+            None => batch.remove(&state.data, key),
+        }
+        batch.insert(&state.sizes, self.site.as_str(), total.to_be_bytes());
+        batch.commit().map_err(storage)?;
+        state.stored = total;
+        state.dirty.store(true, Ordering::Release);
+        Ok(answer)
     }
-}
-
-/// Applies a batch in one write transaction. The outer error fails the
-/// whole batch (storage); an inner one refuses a single write (limits).
-fn commit(db: &Database, max_value: usize, batch: &[WriteOp]) -> Result<Vec<Result<bool, KvError>>, KvError> {
-    let txn = db.begin_write().map_err(storage)?;
-    let answers = {
-        let mut data = txn.open_table(DATA).map_err(storage)?;
-        let mut meta = txn.open_table(META).map_err(storage)?;
-        let mut stored = meta.get(STORED_BYTES).map_err(storage)?.map_or(0, |v| v.value());
-        let mut answers = Vec::with_capacity(batch.len());
-        for op in batch {
-            answers.push(apply(&mut data, &mut stored, max_value, op)?);
-        }
-        meta.insert(STORED_BYTES, stored).map_err(storage)?;
-        answers
-    };
-    txn.commit().map_err(storage)?;
-    Ok(answers)
-}
-
-fn apply(
-    data: &mut redb::Table<&[u8], &[u8]>,
-    stored: &mut u64,
-    max_value: usize,
-    op: &WriteOp,
-) -> Result<Result<bool, KvError>, KvError> {
-    let key = op.key.as_slice();
-    let old = data.get(key).map_err(storage)?.map(|v| v.value().to_vec());
-    let (new, answer) = match (op.kind, &old) {
-        (WriteKind::Insert, _) => (Some(op.value.clone()), old.is_none()),
-        (WriteKind::Upsert, Some(_)) => return Ok(Ok(false)),
-        (WriteKind::Upsert, None) => (Some(op.value.clone()), true),
-        (WriteKind::Append, _) => {
-            let mut joined = old.clone().unwrap_or_default();
-            joined.extend_from_slice(&op.value);
-            (Some(joined), old.is_none())
-        }
-        (WriteKind::Remove, _) => (None, old.is_some()),
-    };
-    let old_size = old.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
-    let new_size = new.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
-    if let Some(value) = &new {
-        if value.len() > max_value {
-            return Ok(Err(KvError::ValueTooLarge { len: value.len(), limit: max_value }));
-        }
-    }
-    let total = (*stored + new_size).saturating_sub(old_size);
-    if new_size > old_size && total > MAX_SITE_BYTES {
-        return Ok(Err(KvError::SiteFull));
-    }
-    match new {
-        Some(value) => data.insert(key, value.as_slice()).map_err(storage)?,
-        None => data.remove(key).map_err(storage)?,
-    };
-    *stored = total;
-    Ok(Ok(answer))
 }
 
 #[cfg(test)]
@@ -317,6 +276,7 @@ mod tests {
         assert_eq!(created, 1, "exactly one append created the key");
         assert_eq!(refused, 36, "appends past the 64-byte value limit are refused");
         assert_eq!(kv.get(b"log").unwrap().unwrap().len(), 64);
+        stores.close().await;
     }
 
     #[tokio::test]
@@ -341,10 +301,29 @@ mod tests {
         assert!(matches!(w(&kv, Insert, &[b'k'; MAX_KEY_BYTES + 1], b"v").await, Err(KvError::KeyTooLong(_))));
         let other = stores.site("b.test", 8);
         assert_eq!(other.get(b"u").unwrap(), None);
+        stores.close().await;
     }
 
     #[tokio::test]
-    async fn close_releases_the_file_even_while_the_store_is_still_held() {
+    async fn sizes_are_counted_and_kept_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let kv = stores.site("s.test", 100);
+        assert!(w(&kv, Insert, b"ab", b"12345").await.unwrap());
+        assert!(!w(&kv, Append, b"ab", b"6").await.unwrap());
+        assert!(w(&kv, Insert, b"c", b"1").await.unwrap());
+        assert!(w(&kv, Remove, b"c", b"").await.unwrap());
+        assert_eq!(lock(&kv.state).as_ref().unwrap().stored, 8, "2 + 6 bytes");
+        stores.close().await;
+        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let kv = stores.site("s.test", 100);
+        assert_eq!(lock(&kv.state).as_ref().unwrap().stored, 8);
+        assert_eq!(kv.get(b"ab").unwrap().as_deref(), Some(&b"123456"[..]));
+        stores.close().await;
+    }
+
+    #[tokio::test]
+    async fn close_releases_the_database_even_while_the_store_is_still_held() {
         let dir = tempfile::tempdir().unwrap();
         let stores = KvStores::new(dir.path().to_owned()).unwrap();
         let held = stores.site("c.test", 8);
@@ -352,7 +331,9 @@ mod tests {
         stores.close().await;
         assert!(matches!(w(&held, Insert, b"k", b"w").await, Err(KvError::Storage(_))), "closed for writes");
         assert!(held.get(b"k").is_err(), "and for reads");
-        let reopened = KvStores::new(dir.path().to_owned()).unwrap().site("c.test", 8);
-        assert_eq!(reopened.get(b"k").unwrap().as_deref(), Some(&b"v"[..]), "the file opens again at once");
+        let reopened = KvStores::new(dir.path().to_owned()).unwrap();
+        let kv = reopened.site("c.test", 8);
+        assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"v"[..]), "the database opens again at once");
+        reopened.close().await;
     }
 }

@@ -3,6 +3,7 @@
 
 mod abi;
 mod admin;
+mod crash;
 mod dropfolder;
 mod examples;
 mod faults;
