@@ -14,6 +14,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 /// Longest key (ABI: keys are short strings, up to 1 KiB).
@@ -84,7 +85,9 @@ impl KvStores {
                     tracing::error!(site, "cannot open the KV store in {}: {e}", self.dir.display());
                     e
                 });
-                Arc::new(SiteKv { site: site.to_owned(), max_value, state: Mutex::new(state.ok()) })
+                let state = state.ok();
+                let reads = ArcSwapOption::from(state.as_ref().map(|state| Arc::new(state.data.clone())));
+                Arc::new(SiteKv { site: site.to_owned(), max_value, reads, state: Mutex::new(state) })
             })
             .clone()
     }
@@ -126,6 +129,7 @@ impl KvStores {
         let open = lock(&self.open).take();
         let closing = tokio::task::spawn_blocking(move || {
             for kv in sites {
+                kv.reads.store(None);
                 lock(&kv.state).take();
             }
             if let Some(Open { db, sizes, stop_syncer, syncer, .. }) = open {
@@ -160,6 +164,8 @@ fn sync_loop(db: &Database, dirty: &AtomicBool, stop: &mpsc::Receiver<()>) {
 pub struct SiteKv {
     site: String,
     max_value: usize,
+    /// The keyspace as reads see it, without waiting for a write.
+    reads: ArcSwapOption<Keyspace>,
     /// `None` once closed (or if the database could not open). Writes hold
     /// the lock for their read-modify-write, so they apply one at a time.
     state: Mutex<Option<SiteState>>,
@@ -192,8 +198,8 @@ impl SiteKv {
         if key.len() > MAX_KEY_BYTES {
             return Err(KvError::KeyTooLong(key.len()));
         }
-        let data = lock(&self.state).as_ref().ok_or_else(closed)?.data.clone();
-        Ok(data.get(key).map_err(storage)?.map(|value| value.to_vec()))
+        let data = self.reads.load();
+        Ok(data.as_ref().ok_or_else(closed)?.get(key).map_err(storage)?.map(|value| value.to_vec()))
     }
 
     /// Applies one write; it is in the journal (the OS's buffers) when this
