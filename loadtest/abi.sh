@@ -2,10 +2,11 @@
 # What the ABI's heavier hostcalls cost a request, measured side by side on
 # one node, loopback only. Prints a markdown report.
 #
-#  1. KV: examples/counter.wat (one hostcall_kvstore_get and one
-#     hostcall_kvstore_insert, acknowledged after its commit) against
-#     examples/hello.wat, requests/s at wrk -cCONNECTIONS. Target: the
-#     counter keeps at least 80 % of hello's rate.
+#  1. KV: loadtest/guests/hello_kv.wat (examples/hello.wat plus one
+#     hostcall_kvstore_get and one hostcall_kvstore_insert) against
+#     examples/hello.wat, requests/s at wrk -cCONNECTIONS; examples/counter.wat
+#     (path, get, decimal increment, insert, header) for reference. Target:
+#     hello_kv keeps at least 80 % of hello's rate.
 #  2. Outbound: examples/fetch.wat fetching native-hello's page through
 #     hostcall_req_create + req_send, against hello.wat and against
 #     native-hello itself, p50 latency at wrk -c1. Target: fetch p50 - hello
@@ -44,6 +45,7 @@ declare -A url=(
   [native]=$upstream
   [hello]=$node/hello
   [counter]=$node/counter
+  [hello_kv]=$node/hello_kv
   [fetch]="$node/fetch?url=$upstream"
 )
 
@@ -52,10 +54,11 @@ ports_free "$node_port" "$admin_port" "$native_port"
 printf '[limits]\noutbound_hosts = ["127.0.0.1:%s"]\n' "$native_port" >"$work/config.toml"
 start_node "$node_port" "$admin_port" "$work/config.toml"
 start_native "$native_port"
-for guest in hello counter fetch; do
-  log "deploying examples/$guest.wat"
-  "$node_bin" deploy "$root/examples/$guest.wat" --name "$guest" --node "http://127.0.0.1:$admin_port" >&2
+for guest in examples/hello examples/counter examples/fetch loadtest/guests/hello_kv; do
+  log "deploying $guest.wat"
+  "$node_bin" deploy "$root/$guest.wat" --name "${guest##*/}" --node "http://127.0.0.1:$admin_port" >&2
 done
+[ "$(curl -s --max-time 5 "${url[hello_kv]}")" = "Hello World!" ] || die "hello_kv did not answer"
 [ "$(curl -s --max-time 5 "${url[fetch]}")" = "Hello World!" ] || die "fetch did not relay the upstream's answer"
 [ "$(curl -s --max-time 5 "${url[counter]}")" = "1" ] || die "counter did not answer 1"
 
@@ -83,12 +86,14 @@ measure() {
   done
 }
 
-rps_hello=() rps_counter=() rps_native=() rps_fetch=()
-p50_hello=() p50_counter=() p50_native=() p50_fetch=()
-measure 1 "$connections" hello counter
+rps_hello=() rps_hello_kv=() rps_counter=() rps_native=() rps_fetch=()
+p50_hello=() p50_hello_kv=() p50_counter=() p50_native=() p50_fetch=()
+measure 1 "$connections" hello hello_kv counter
 hello_rps=$(mean "${rps_hello[@]}")
+hello_kv_rps=$(mean "${rps_hello_kv[@]}")
 counter_rps=$(mean "${rps_counter[@]}")
-kv_ratio=$(awk -v a="$counter_rps" -v b="$hello_rps" 'BEGIN { printf "%.3f", a / b }')
+kv_ratio=$(awk -v a="$hello_kv_rps" -v b="$hello_rps" 'BEGIN { printf "%.3f", a / b }')
+counter_ratio=$(awk -v a="$counter_rps" -v b="$hello_rps" 'BEGIN { printf "%.3f", a / b }')
 
 rps_hello=() p50_hello=()
 measure 2 1 native hello fetch
@@ -111,7 +116,8 @@ ${rows%$'\n'}
 
 | measure | value | target |
 | --- | ---: | --- |
-| KV: counter / hello requests/s (means $counter_rps / $hello_rps) | $kv_ratio | ≥ 0.800 |
+| KV: hello_kv / hello requests/s (means $hello_kv_rps / $hello_rps) | $kv_ratio | ≥ 0.800 |
+| KV, for reference: counter / hello requests/s (mean $counter_rps) | $counter_ratio | |
 | outbound: fetch p50 − hello p50 (medians $fetch_p50 µs − $hello_p50 µs) | $added µs | ≤ upstream p50 + 100 µs |
 | upstream (native-hello) p50, median | $native_p50 µs | |
 | outbound: added beyond the upstream's own p50 | $beyond µs | ≤ 100 µs |

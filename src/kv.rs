@@ -23,9 +23,6 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_SITE_BYTES: u64 = 256 << 20;
 /// Longest time between a write and the fsync of the journal holding it.
 const SYNC_INTERVAL: Duration = Duration::from_millis(500);
-/// The keyspace holding each site's stored byte count, keyed by site name.
-/// Site names are host names, so no site can be called this.
-const SIZES: &str = "_sizes";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
@@ -54,7 +51,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The open database and what keeps its journal synced.
 struct Open {
     db: Database,
-    sizes: Keyspace,
     dirty: Arc<AtomicBool>,
     stop_syncer: mpsc::Sender<()>,
     syncer: std::thread::JoinHandle<()>,
@@ -87,7 +83,7 @@ impl KvStores {
                 });
                 let state = state.ok();
                 let reads = ArcSwapOption::from(state.as_ref().map(|state| Arc::new(state.data.clone())));
-                Arc::new(SiteKv { site: site.to_owned(), max_value, reads, state: Mutex::new(state) })
+                Arc::new(SiteKv { max_value, reads, state: Mutex::new(state) })
             })
             .clone()
     }
@@ -97,18 +93,20 @@ impl KvStores {
         if open.is_none() {
             *open = Some(self.open_db()?);
         }
-        let Open { db, sizes, dirty, .. } = open.as_ref().expect("opened above");
+        let Open { db, dirty, .. } = open.as_ref().expect("opened above");
         let data = db.keyspace(site, KeyspaceCreateOptions::default).map_err(storage)?;
-        let stored = match sizes.get(site).map_err(storage)? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| storage("corrupt size record"))?),
-            None => 0,
-        };
-        Ok(SiteState { db: db.clone(), data, sizes: sizes.clone(), stored, dirty: dirty.clone() })
+        // Counted once per site and node start rather than written with
+        // every change: a second record per write would double the work.
+        let mut stored = 0;
+        for entry in data.iter() {
+            let (key, value) = entry.into_inner().map_err(storage)?;
+            stored += (key.len() + value.len()) as u64;
+        }
+        Ok(SiteState { data, stored, dirty: dirty.clone() })
     }
 
     fn open_db(&self) -> Result<Open, KvError> {
         let db = Database::builder(&self.dir).open().map_err(storage)?;
-        let sizes = db.keyspace(SIZES, KeyspaceCreateOptions::default).map_err(storage)?;
         let dirty = Arc::new(AtomicBool::new(false));
         let (stop_syncer, stop) = mpsc::channel();
         let syncer = {
@@ -118,7 +116,7 @@ impl KvStores {
                 .spawn(move || sync_loop(&db, &dirty, &stop))
                 .map_err(storage)?
         };
-        Ok(Open { db, sizes, dirty, stop_syncer, syncer })
+        Ok(Open { db, dirty, stop_syncer, syncer })
     }
 
     /// Closes every store: later operations on them fail, the journal is
@@ -132,13 +130,13 @@ impl KvStores {
                 kv.reads.store(None);
                 lock(&kv.state).take();
             }
-            if let Some(Open { db, sizes, stop_syncer, syncer, .. }) = open {
+            if let Some(Open { db, stop_syncer, syncer, .. }) = open {
                 drop(stop_syncer);
                 let _ = syncer.join();
                 if let Err(e) = db.persist(PersistMode::SyncAll) {
                     tracing::error!("KV: the final sync failed: {e}");
                 }
-                drop((sizes, db));
+                drop(db);
             }
         });
         if let Err(e) = closing.await {
@@ -162,7 +160,6 @@ fn sync_loop(db: &Database, dirty: &AtomicBool, stop: &mpsc::Receiver<()>) {
 
 /// One site's store.
 pub struct SiteKv {
-    site: String,
     max_value: usize,
     /// The keyspace as reads see it, without waiting for a write.
     reads: ArcSwapOption<Keyspace>,
@@ -172,10 +169,8 @@ pub struct SiteKv {
 }
 
 struct SiteState {
-    db: Database,
     data: Keyspace,
-    sizes: Keyspace,
-    /// Bytes of keys plus values stored, as recorded in `SIZES`.
+    /// Bytes of keys plus values stored.
     stored: u64,
     dirty: Arc<AtomicBool>,
 }
@@ -204,7 +199,7 @@ impl SiteKv {
 
     /// Applies one write; it is in the journal (the OS's buffers) when this
     /// returns `Ok`.
-    pub async fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> Result<bool, KvError> {
+    pub fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> Result<bool, KvError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(KvError::KeyTooLong(key.len()));
         }
@@ -234,14 +229,11 @@ impl SiteKv {
         if new_size > old_size && total > MAX_SITE_BYTES {
             return Err(KvError::SiteFull);
         }
-        // The value and the site's size change together, or not at all.
-        let mut batch = state.db.batch();
         match new {
-            Some(value) => batch.insert(&state.data, key, value),
-            None => batch.remove(&state.data, key),
+            Some(value) => state.data.insert(key, value),
+            None => state.data.remove(key),
         }
-        batch.insert(&state.sizes, self.site.as_str(), total.to_be_bytes());
-        batch.commit().map_err(storage)?;
+        .map_err(storage)?;
         state.stored = total;
         state.dirty.store(true, Ordering::Release);
         Ok(answer)
@@ -255,7 +247,7 @@ mod tests {
     use WriteKind::*;
 
     async fn w(kv: &SiteKv, kind: WriteKind, key: &[u8], value: &[u8]) -> Result<bool, KvError> {
-        kv.write(kind, key.to_vec(), value.to_vec()).await
+        kv.write(kind, key.to_vec(), value.to_vec())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,15 @@
 //! `hostcall_kvstore_*`: the site's durable KV store. A refused or failed
 //! operation answers 0 and the request goes on; the reason goes to the log.
-//! A write waits for the commit of its batch, within the request's
-//! wall-clock limit.
+//! A write is in the store's journal before the call returns.
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
 use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, read, write_i32};
 use super::{HostcallError, MODULE};
-use crate::executor::{DeadlineExceeded, Sandbox};
+use crate::executor::Sandbox;
 use crate::kv::{KvError, SiteKv, WriteKind};
-
 
 fn store(caller: &Caller<'_, Sandbox>, call: &'static str) -> Result<Arc<SiteKv>, HostcallError> {
     caller.data().session.kv.clone().ok_or(HostcallError::Unavailable(call))
@@ -29,26 +26,20 @@ fn answer(caller: &Caller<'_, Sandbox>, call: &'static str, result: Result<bool,
     }
 }
 
-/// Queues a write and waits for its commit, within the request's deadline.
-async fn write(caller: &mut Caller<'_, Sandbox>, call: &'static str, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<i32> {
+/// Applies a write; it is in the store's journal when this returns.
+fn write(caller: &Caller<'_, Sandbox>, call: &'static str, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<i32> {
     let kv = store(caller, call)?;
-    let deadline = Instant::from_std(caller.data().deadline);
-    match tokio::time::timeout_at(deadline, kv.write(kind, key, value)).await {
-        Ok(result) => Ok(answer(caller, call, result)),
-        Err(_) => Err(DeadlineExceeded.into()),
-    }
+    Ok(answer(caller, call, kv.write(kind, key, value)))
 }
 
 fn add_write(linker: &mut Linker<Sandbox>, call: &'static str, kind: WriteKind) -> wasmtime::Result<()> {
-    linker.func_wrap_async(
+    linker.func_wrap(
         MODULE,
         call,
-        move |mut caller: Caller<'_, Sandbox>, (key_ptr, key_len, val_ptr, val_len): (i32, i32, i32, i32)| {
-            Box::new(async move {
-                let key = read(&caller, key_ptr, key_len, call)?;
-                let value = read(&caller, val_ptr, val_len, call)?;
-                write(&mut caller, call, kind, key, value).await
-            })
+        move |caller: Caller<'_, Sandbox>, key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32| -> wasmtime::Result<i32> {
+            let key = read(&caller, key_ptr, key_len, call)?;
+            let value = read(&caller, val_ptr, val_len, call)?;
+            write(&caller, call, kind, key, value)
         },
     )?;
     Ok(())
@@ -58,17 +49,11 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     add_write(linker, "hostcall_kvstore_insert", WriteKind::Insert)?;
     add_write(linker, "hostcall_kvstore_upsert", WriteKind::Upsert)?;
     add_write(linker, "hostcall_kvstore_append", WriteKind::Append)?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_kvstore_remove",
-        |mut caller: Caller<'_, Sandbox>, (key_ptr, key_len): (i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_kvstore_remove";
-                let key = read(&caller, key_ptr, key_len, CALL)?;
-                write(&mut caller, CALL, WriteKind::Remove, key, Vec::new()).await
-            })
-        },
-    )?;
+    linker.func_wrap(MODULE, "hostcall_kvstore_remove", |caller: Caller<'_, Sandbox>, key_ptr: i32, key_len: i32| -> wasmtime::Result<i32> {
+        const CALL: &str = "hostcall_kvstore_remove";
+        let key = read(&caller, key_ptr, key_len, CALL)?;
+        write(&caller, CALL, WriteKind::Remove, key, Vec::new())
+    })?;
     linker.func_wrap_async(
         MODULE,
         "hostcall_kvstore_get",

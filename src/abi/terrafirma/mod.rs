@@ -56,7 +56,7 @@ pub enum HostcallError {
     ResponseTooLarge { len: usize, limit: usize },
     #[error("guest panicked: {0}")]
     Panicked(String),
-    #[error("{0} is not available on this node yet")]
+    #[error("{0} is not available here")]
     Unavailable(&'static str),
 }
 
