@@ -108,7 +108,7 @@ cat <<EOF2
 
 $(machine_lines)
 - command: \`wrk -t1 -cN --latency -d${duration}s URL\`, ${rounds} interleaved rounds per part after ${warmup}s warm-up per target; node and wrk share the machine, loopback
-- node: \`terrafirma serve\`, defaults plus \`outbound_hosts = ["127.0.0.1:$native_port"]\`; guests \`examples/{hello,counter,fetch}.wat\`; upstream \`loadtest/native-hello\`
+- node: \`terrafirma serve\`, defaults plus \`outbound_hosts = ["127.0.0.1:$native_port"]\`; guests \`examples/{hello,counter,fetch}.wat\` and \`loadtest/guests/hello_kv.wat\`; upstream \`loadtest/native-hello\`
 
 | part | round | target | wrk | requests/s | latency avg | p50 | p99 | errors + non-2xx |
 | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |
