@@ -62,7 +62,7 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                 const CALL: &str = "hostcall_kvstore_get";
                 let key = read(&caller, key_ptr, key_len, CALL)?;
                 let kv = store(&caller, CALL)?;
-                // Reads come from redb's cache or a page read: no commit to wait for.
+                // Reads never wait for a write (see SiteKv::get).
                 match kv.get(&key) {
                     Ok(Some(value)) => {
                         hand_out(&mut caller, ptr_p, len_p, &value, CALL).await?;
