@@ -9,11 +9,12 @@ mod dns;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::Request;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -31,8 +32,29 @@ pub enum OutboundError {
     Failed { url: String, reason: String },
     #[error("response body from {url} is over the limit of {limit} bytes")]
     BodyTooLarge { url: String, limit: usize },
+    #[error("response bodies from {url} and earlier requests are over the limit of {limit} bytes per incoming request")]
+    BudgetSpent { url: String, limit: usize },
     #[error("the request's wall-clock limit ended it")]
     Deadline,
+}
+
+/// The bytes of response bodies one incoming request may receive in all,
+/// shared by its concurrent sends.
+#[derive(Debug)]
+pub struct ByteBudget {
+    limit: usize,
+    left: AtomicUsize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> ByteBudget {
+        ByteBudget { limit, left: AtomicUsize::new(limit) }
+    }
+
+    /// Takes `n` bytes; `false` (and nothing taken) if fewer are left.
+    fn take(&self, n: usize) -> bool {
+        self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n)).is_ok()
+    }
 }
 
 /// Shared by every site of the node.
@@ -55,9 +77,10 @@ impl Net {
     }
 
     /// Sends one request and reads the whole response, its body capped at
-    /// `max_body` bytes. The caller bounds the time it may take. The node
-    /// frames the body itself, so framing headers the guest set are dropped.
-    pub async fn send(&self, request: Request<Bytes>, max_body: usize) -> Result<GuestResponse, OutboundError> {
+    /// `max_body` bytes and charged to `budget` as it arrives. The caller
+    /// bounds the time it may take. The node frames the body itself, so
+    /// framing headers the guest set are dropped.
+    pub async fn send(&self, request: Request<Bytes>, max_body: usize, budget: &ByteBudget) -> Result<GuestResponse, OutboundError> {
         let url = request.uri().to_string();
         let failed = |reason: String| OutboundError::Failed { url: url.clone(), reason };
         let (mut parts, body) = request.into_parts();
@@ -66,13 +89,19 @@ impl Net {
         }
         let response = self.client.request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| failed(chain(&e)))?;
         let (parts, body) = response.into_parts();
-        let body = match Limited::new(body, max_body).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let mut body = body;
+        let mut received = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|e| failed(chain(&e)))?.into_data() else { continue };
+            if received.len() + data.len() > max_body {
                 return Err(OutboundError::BodyTooLarge { url, limit: max_body });
             }
-            Err(e) => return Err(failed(chain(&*e))),
-        };
+            if !budget.take(data.len()) {
+                return Err(OutboundError::BudgetSpent { url, limit: budget.limit });
+            }
+            received.extend_from_slice(&data);
+        }
+        let body = received.freeze();
         Ok(GuestResponse { status: parts.status, headers: parts.headers, body })
     }
 }

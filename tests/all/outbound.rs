@@ -130,6 +130,27 @@ async fn upstream_failures_size_limits_and_the_admin_port_answer_minus_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_bodies_share_a_budget_per_incoming_request() {
+    let upstream = Upstream::start().await;
+    let node = node_with(|limits| limits.max_response_bytes = 1000).await;
+    let factor = terrafirma::abi::terrafirma::RECEIVED_BODIES_FACTOR;
+    let (slow, big) = (upstream.url("/slow/300"), upstream.url("/big/900"));
+    // The slow one first, so that the guest's poll finds it not ready.
+    let mut urls = vec![slow.as_str()];
+    urls.extend(vec![big.as_str(); factor + 1]);
+    let resp = fetch(&node, ALLOWED, "GET", "a", &urls, "").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let done: Vec<String> = resp.text().lines().filter_map(|l| l.strip_prefix("done=")).map(str::to_owned).collect();
+    assert_eq!(done.len(), factor + 2, "{resp:?}");
+    assert_eq!(done.last().map(String::as_str), Some("slow 300"), "{resp:?}");
+    assert_eq!(done.iter().filter(|d| d.starts_with("bbbb")).count(), factor, "bodies within the budget arrive");
+    assert_eq!(done.iter().filter(|d| *d == "-1").count(), 1, "the one past {factor} x max_response_bytes fails");
+    let again = get(&node, ALLOWED, &big).await;
+    assert_eq!(again.body.len(), 900, "the budget is per incoming request");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_is_cut_by_the_request_deadline() {
     let upstream = Upstream::start().await;
     let node = node_with(|limits| limits.timeout_ms = 400).await;

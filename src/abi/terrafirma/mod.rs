@@ -12,7 +12,7 @@ mod request;
 mod response;
 mod session;
 
-pub use outbound::MAX_OUTBOUND_REQUESTS;
+pub use outbound::{MAX_OUTBOUND_REQUESTS, RECEIVED_BODIES_FACTOR};
 pub use session::Session;
 
 use wasmtime::Linker;

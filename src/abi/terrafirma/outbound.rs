@@ -9,6 +9,7 @@
 use std::fmt::Display;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -20,10 +21,13 @@ use wasmtime::{Caller, Linker};
 use super::memory::{hand_out, hand_out_list, memory, read, read_slices, slice, write_i32};
 use super::{HostcallError, HostcallStatus, MODULE, headers};
 use crate::executor::{DeadlineExceeded, GuestResponse, Sandbox};
-use crate::outbound::{MAX_URL_BYTES, OutboundError, SiteNet, UrlError};
+use crate::outbound::{ByteBudget, MAX_URL_BYTES, OutboundError, SiteNet, UrlError};
 
 /// Most requests a guest may create while serving one incoming request.
 pub const MAX_OUTBOUND_REQUESTS: usize = 64;
+/// Response bytes one incoming request may receive in all, in units of the
+/// site's `max_response_bytes` (which also caps each body).
+pub const RECEIVED_BODIES_FACTOR: usize = 4;
 
 /// The handle results of the ABI.
 const FAILED: i32 = -1;
@@ -93,12 +97,29 @@ pub struct Outbound {
     responses: Slots<GuestResponse>,
     pending: Slots<Task>,
     created: usize,
+    /// What the request's sends may still receive; set on the first send.
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl Default for Outbound {
     fn default() -> Self {
-        Outbound { net: None, requests: Slots::new(1), responses: Slots::new(1), pending: Slots::new(1), created: 0 }
+        Outbound {
+            net: None,
+            requests: Slots::new(1),
+            responses: Slots::new(1),
+            pending: Slots::new(1),
+            created: 0,
+            budget: None,
+        }
     }
+}
+
+/// The limits of one send: each body's cap and the request's shared budget.
+fn body_limits(caller: &mut Caller<'_, Sandbox>) -> (usize, Arc<ByteBudget>) {
+    let session = &mut caller.data_mut().session;
+    let max_body = session.max_response_bytes;
+    let budget = session.outbound.budget.get_or_insert_with(|| Arc::new(ByteBudget::new(max_body.saturating_mul(RECEIVED_BODIES_FACTOR))));
+    (max_body, budget.clone())
 }
 
 /// Logs why a call failed and answers `-1`.
@@ -112,11 +133,11 @@ fn deadline(caller: &Caller<'_, Sandbox>) -> Instant {
 }
 
 /// Sends `request` in the background, within the request's deadline.
-fn spawn(caller: &Caller<'_, Sandbox>, net: &SiteNet, request: Request<Bytes>) -> Task {
+fn spawn(caller: &mut Caller<'_, Sandbox>, net: &SiteNet, request: Request<Bytes>) -> Task {
     let (net, deadline) = (net.net.clone(), deadline(caller));
-    let max_body = caller.data().session.max_response_bytes;
+    let (max_body, budget) = body_limits(caller);
     Task(tokio::spawn(async move {
-        timeout_at(deadline, net.send(request, max_body)).await.unwrap_or(Err(OutboundError::Deadline))
+        timeout_at(deadline, net.send(request, max_body, &budget)).await.unwrap_or(Err(OutboundError::Deadline))
     }))
 }
 
@@ -239,8 +260,8 @@ fn add_requests(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                 Ok(taken) => taken,
                 Err(answer) => return Ok(answer),
             };
-            let max_body = caller.data().session.max_response_bytes;
-            let result = match timeout_at(deadline(&caller), net.net.send(request, max_body)).await {
+            let (max_body, budget) = body_limits(&mut caller);
+            let result = match timeout_at(deadline(&caller), net.net.send(request, max_body, &budget)).await {
                 Ok(result) => result,
                 Err(_) => Err(OutboundError::Deadline),
             };
@@ -253,7 +274,7 @@ fn add_requests(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
             Ok(taken) => taken,
             Err(answer) => return answer,
         };
-        let task = spawn(&caller, &net, request);
+        let task = spawn(&mut caller, &net, request);
         caller.data_mut().session.outbound.pending.insert(task)
     })?;
     Ok(())
