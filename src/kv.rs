@@ -149,11 +149,11 @@ impl KvStores {
 /// until the sender is dropped.
 fn sync_loop(db: &Database, dirty: &AtomicBool, stop: &mpsc::Receiver<()>) {
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(SYNC_INTERVAL) {
-        if dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = db.persist(PersistMode::SyncAll) {
-                dirty.store(true, Ordering::Release);
-                tracing::error!("KV: syncing the journal failed: {e}");
-            }
+        if dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = db.persist(PersistMode::SyncAll)
+        {
+            dirty.store(true, Ordering::Release);
+            tracing::error!("KV: syncing the journal failed: {e}");
         }
     }
 }

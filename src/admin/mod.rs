@@ -74,10 +74,10 @@ impl AdminServer {
             _ => return error(StatusCode::NOT_FOUND, "no such endpoint"),
         };
         let site = site.to_ascii_lowercase();
-        if let Caller::Site(own) = &caller {
-            if *own != site {
-                return error(StatusCode::FORBIDDEN, "this token is for another site");
-            }
+        if let Caller::Site(own) = &caller
+            && *own != site
+        {
+            return error(StatusCode::FORBIDDEN, "this token is for another site");
         }
         match (request.method().clone(), name) {
             (Method::GET, None) => {

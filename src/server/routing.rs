@@ -38,10 +38,10 @@ fn strip_port(host: &str) -> &str {
 pub fn resolve(registry: &Registry, config: &Config, host: Option<&str>, path: &str) -> Option<Route> {
     let site = site_for(registry, config, host);
     let segment = first_segment(path);
-    if let Some(name) = module_segment(path) {
-        if let Some(module) = registry.get(&site, name) {
-            return Some(Route { module, script_len: 1 + segment.len() });
-        }
+    if let Some(name) = module_segment(path)
+        && let Some(module) = registry.get(&site, name)
+    {
+        return Some(Route { module, script_len: 1 + segment.len() });
     }
     registry.get(&site, INDEX_MODULE).map(|module| Route { module, script_len: 0 })
 }
