@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 pub use fault::{Fault, FaultKind};
@@ -46,6 +47,16 @@ pub struct GuestResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+/// Drops the headers that frame a message (`content-length`,
+/// `transfer-encoding`, `connection`) from one a guest built: the node
+/// frames every message itself, and a guest's own framing would contradict
+/// the body it set (hyper panics on such a response).
+pub fn drop_framing_headers(headers: &mut HeaderMap) {
+    for framing in [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION] {
+        headers.remove(framing);
+    }
 }
 
 impl Default for GuestResponse {

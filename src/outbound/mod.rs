@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -22,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 pub use allow::{AllowList, MAX_URL_BYTES, UrlError};
 pub use dns::{DnsError, MAX_QUERY_BYTES, Resolver};
 
-use crate::executor::GuestResponse;
+use crate::executor::{GuestResponse, drop_framing_headers};
 use connect::GuardedConnector;
 
 /// Why an outgoing request failed (the guest sees `-1`; this goes to the log).
@@ -84,12 +83,9 @@ impl Net {
         let url = request.uri().to_string();
         let failed = |reason: String| OutboundError::Failed { url: url.clone(), reason };
         let (mut parts, body) = request.into_parts();
-        for framing in [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION] {
-            parts.headers.remove(framing);
-        }
+        drop_framing_headers(&mut parts.headers);
         let response = self.client.request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| failed(chain(&e)))?;
-        let (parts, body) = response.into_parts();
-        let mut body = body;
+        let (parts, mut body) = response.into_parts();
         let mut received = BytesMut::new();
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame.map_err(|e| failed(chain(&e)))?.into_data() else { continue };

@@ -8,14 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
 use crate::config::Config;
-use crate::executor::{Fault, FaultKind, GuestRequest, GuestResponse};
+use crate::executor::{Fault, FaultKind, GuestRequest, GuestResponse, drop_framing_headers};
 use crate::modules::Registry;
 
 /// Response header naming the kind of fault (SPEC: errors).
@@ -90,11 +90,7 @@ impl SiteServer {
 }
 
 fn guest_response(mut response: GuestResponse) -> Response<Full<Bytes>> {
-    // The node frames the message: a guest's own framing headers would
-    // contradict the body it set (and make hyper panic on the connection).
-    for framing in [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION] {
-        response.headers.remove(framing);
-    }
+    drop_framing_headers(&mut response.headers);
     let mut out = Response::new(Full::new(response.body));
     *out.status_mut() = response.status;
     *out.headers_mut() = response.headers;

@@ -5,24 +5,22 @@
 use tokio::time::{Instant, timeout_at};
 use wasmtime::{Caller, Linker};
 
-use super::memory::{hand_out, hand_out_list, read, write_i32};
-use super::MODULE;
+use super::memory::{hand_out, hand_out_list, hand_out_nothing, read};
+use super::{MODULE, deadline, log_failure};
 use crate::executor::{DeadlineExceeded, Sandbox};
 use crate::outbound::{DnsError, MAX_QUERY_BYTES, SiteNet};
 
 /// Writes the failure result (pointer and length 0), logs the reason, answers 0.
 fn fail(caller: &mut Caller<'_, Sandbox>, call: &'static str, ptr_p: i32, len_p: i32, reason: impl std::fmt::Display) -> wasmtime::Result<i32> {
-    write_i32(caller, ptr_p, 0, call)?;
-    write_i32(caller, len_p, 0, call)?;
-    tracing::warn!(target: "guest", module = %caller.data().session.label, "{call}: {reason}");
+    hand_out_nothing(caller, ptr_p, len_p, call)?;
+    log_failure(caller, call, reason);
     Ok(0)
 }
 
 /// What a lookup needs, taken out of the store before awaiting: the
 /// site's network (`None`: DNS is not available here) and the deadline.
 fn context(caller: &Caller<'_, Sandbox>) -> (Option<SiteNet>, Instant) {
-    let sandbox = caller.data();
-    (sandbox.session.outbound.net.clone(), Instant::from_std(sandbox.deadline))
+    (caller.data().session.outbound.net.clone(), deadline(caller))
 }
 
 /// Awaits a lookup; past the deadline the request ends with a timeout.

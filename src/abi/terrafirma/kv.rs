@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use wasmtime::{Caller, Linker};
 
-use super::memory::{hand_out, read, write_i32};
-use super::{HostcallError, MODULE};
+use super::memory::{hand_out, hand_out_nothing, read};
+use super::{HostcallError, MODULE, log_failure};
 use crate::executor::Sandbox;
 use crate::kv::{KvError, SiteKv, WriteKind};
 
@@ -20,7 +20,7 @@ fn answer(caller: &Caller<'_, Sandbox>, call: &'static str, result: Result<bool,
     match result {
         Ok(done) => i32::from(done),
         Err(error) => {
-            tracing::warn!(target: "guest", module = %caller.data().session.label, "{call}: {error}");
+            log_failure(caller, call, error);
             0
         }
     }
@@ -69,8 +69,7 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                         Ok(1)
                     }
                     result => {
-                        write_i32(&mut caller, ptr_p, 0, CALL)?;
-                        write_i32(&mut caller, len_p, 0, CALL)?;
+                        hand_out_nothing(&mut caller, ptr_p, len_p, CALL)?;
                         Ok(answer(&caller, CALL, result.map(|_| false)))
                     }
                 }

@@ -96,6 +96,12 @@ async fn place(caller: &mut Caller<'_, Sandbox>, bytes: &[u8], call: &'static st
     Ok(Some(ptr))
 }
 
+/// Writes the empty result (pointer 0, length or count 0).
+pub fn hand_out_nothing(caller: &mut Caller<'_, Sandbox>, ptr_p: i32, len_p: i32, call: &'static str) -> Result<(), HostcallError> {
+    write_i32(caller, ptr_p, 0, call)?;
+    write_i32(caller, len_p, 0, call)
+}
+
 /// Hands a buffer to the guest: allocates and fills it, then writes its
 /// address to `*ptr_p` and its length to `*len_p`. Without an allocator an
 /// empty result is written as 0/0 and anything else traps.
@@ -120,9 +126,7 @@ pub async fn hand_out_list<B: AsRef<[u8]>>(
     call: &'static str,
 ) -> wasmtime::Result<()> {
     if items.is_empty() {
-        write_i32(caller, list_p, 0, call)?;
-        write_i32(caller, count_p, 0, call)?;
-        return Ok(());
+        return Ok(hand_out_nothing(caller, list_p, count_p, call)?);
     }
     let mut table = Vec::with_capacity(items.len() * 8);
     for item in items {

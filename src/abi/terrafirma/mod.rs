@@ -15,7 +15,7 @@ mod session;
 pub use outbound::{MAX_OUTBOUND_REQUESTS, RECEIVED_BODIES_FACTOR};
 pub use session::Session;
 
-use wasmtime::Linker;
+use wasmtime::{Caller, Linker};
 
 use crate::executor::Sandbox;
 
@@ -58,6 +58,17 @@ pub enum HostcallError {
     Panicked(String),
     #[error("{0} is not available here")]
     Unavailable(&'static str),
+}
+
+/// Logs why a hostcall failed without ending the request (the guest gets
+/// the call's failure value).
+fn log_failure(caller: &Caller<'_, Sandbox>, call: &'static str, reason: impl std::fmt::Display) {
+    tracing::warn!(target: "guest", module = %caller.data().session.label, "{call}: {reason}");
+}
+
+/// The request's wall-clock deadline, for host work a hostcall awaits.
+fn deadline(caller: &Caller<'_, Sandbox>) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(caller.data().deadline)
 }
 
 /// Adds every hostcall to the linker.

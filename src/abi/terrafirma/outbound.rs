@@ -15,11 +15,11 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::{Method, Request};
 use tokio::task::{JoinError, JoinHandle};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::timeout_at;
 use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, hand_out_list, memory, read, read_slices, slice, write_i32};
-use super::{HostcallError, HostcallStatus, MODULE, headers};
+use super::{HostcallError, HostcallStatus, MODULE, deadline, headers, log_failure};
 use crate::executor::{DeadlineExceeded, GuestResponse, Sandbox};
 use crate::outbound::{ByteBudget, MAX_URL_BYTES, OutboundError, SiteNet, UrlError};
 
@@ -124,12 +124,8 @@ fn body_limits(caller: &mut Caller<'_, Sandbox>) -> (usize, Arc<ByteBudget>) {
 
 /// Logs why a call failed and answers `-1`.
 fn refuse(caller: &Caller<'_, Sandbox>, call: &'static str, reason: impl Display) -> i32 {
-    tracing::warn!(target: "guest", module = %caller.data().session.label, "{call}: {reason}");
+    log_failure(caller, call, reason);
     FAILED
-}
-
-fn deadline(caller: &Caller<'_, Sandbox>) -> Instant {
-    Instant::from_std(caller.data().deadline)
 }
 
 /// Sends `request` in the background, within the request's deadline.
