@@ -2,12 +2,13 @@
 //! iteration, on the node's engine (pooling allocator, copy-on-write image,
 //! fuel, epochs), by strategy:
 //! - `executor/fresh`: the Terrafirma executor, instantiating from the
-//!   module's `InstancePre` on the request path (what the node does);
+//!   module's `InstancePre` on the request path (what the node does; hello
+//!   imports no hostcall that waits, so it is called directly, no fiber);
 //! - `executor/prewarm`: the executor taking an instance made ahead of time
 //!   from the module's queue, which a background task refills;
 //! - `bare/sync` and `bare/async`: wasmtime alone, a `Store<()>` with fuel
 //!   and an epoch deadline, the import stubbed: the floor under the
-//!   executor, without and with the async fiber the node runs guests on.
+//!   executor, called directly and on a fiber (the two call modes).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use terrafirma::config::Limits;
 use terrafirma::engine::EngineShape;
 use terrafirma::kv::KvStores;
-use terrafirma::executor::{GuestRequest, Handler, HandlerConfig, Sandbox, SandboxLimits};
+use terrafirma::executor::{CallMode, GuestRequest, Handler, HandlerConfig, Sandbox, SandboxLimits};
 use terrafirma::modules::artifact::load_or_compile;
 use terrafirma::modules::prepare::{Abi, prepare};
 use terrafirma::runtime::Runtime;
@@ -122,7 +122,7 @@ impl RunCommand {
     }
 
     async fn run_command(&self, runtime: &Arc<Runtime>, module: wasmtime::Module) -> anyhow::Result<ExitCode> {
-        let mut store = Sandbox::new_store(&runtime.engine, &UNLIMITED);
+        let mut store = Sandbox::new_store(&runtime.engine, &UNLIMITED, CallMode::Fiber);
         let program = self.file.display().to_string();
         let args: Vec<&str> = std::iter::once(program.as_str()).chain(self.args.iter().map(String::as_str)).collect();
         store.data_mut().wasi = Some(WasiCtxBuilder::new().inherit_stdio().args(&args).build_p1());

@@ -14,7 +14,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 pub use fault::{Fault, FaultKind};
-pub use sandbox::{DeadlineExceeded, Sandbox, SandboxLimits};
+pub use sandbox::{CallMode, DeadlineExceeded, Sandbox, SandboxLimits};
 
 use crate::modules::prepare::Abi;
 use crate::runtime::Runtime;

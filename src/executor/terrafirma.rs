@@ -1,6 +1,7 @@
 //! The Terrafirma / Terrarium executor: a fresh instance per request from the
 //! module's `InstancePre`, optionally taken from a small queue of instances
-//! made ahead of time, then `_initialize` (if exported) and `run`.
+//! made ahead of time, then `_initialize` (if exported) and `run`, called
+//! directly or on a fiber as the module's imports allow (`CallMode`).
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::{ExternType, InstancePre, Module, ModuleExport, Store, TypedFunc};
 
 use super::sandbox::arm;
-use super::{Fault, FaultKind, GuestRequest, GuestResponse, HandlerConfig, Sandbox};
+use super::{CallMode, Fault, FaultKind, GuestRequest, GuestResponse, HandlerConfig, Sandbox};
 use crate::abi::terrafirma::HostcallError;
 use crate::modules::prepare::{MEMORY_EXPORT, TABLE_EXPORT};
 use crate::runtime::Runtime;
@@ -36,6 +37,7 @@ struct Ready {
 struct Instantiator {
     runtime: Arc<Runtime>,
     pre: InstancePre<Sandbox>,
+    mode: CallMode,
     exports: Exports,
     config: HandlerConfig,
 }
@@ -82,11 +84,16 @@ impl TerrafirmaHandler {
             table: module.get_export_index(TABLE_EXPORT),
             malloc: MALLOC_EXPORTS.iter().find_map(|name| module.get_export_index(name)),
         };
-        let (pre, warnings) = link(runtime, &runtime.terrafirma_linker, &module)?;
+        let mode = runtime.call_mode(&module);
+        let (pre, warnings) = link(runtime, runtime.terrafirma_linker(mode), &module)?;
         let prewarm = config.prewarm as usize;
-        let instantiator = Arc::new(Instantiator { runtime: runtime.clone(), pre, exports, config });
+        let instantiator = Arc::new(Instantiator { runtime: runtime.clone(), pre, mode, exports, config });
         let warm = (prewarm > 0).then(|| Arc::new(ArrayQueue::new(prewarm)));
         Ok((TerrafirmaHandler { instantiator, warm }, warnings))
+    }
+
+    pub fn call_mode(&self) -> CallMode {
+        self.instantiator.mode
     }
 
     pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
@@ -117,12 +124,16 @@ impl TerrafirmaHandler {
 
 impl Instantiator {
     async fn instantiate(&self) -> Result<Ready, Fault> {
-        let mut store = Sandbox::new_store(&self.runtime.engine, &self.config.limits);
+        let mut store = Sandbox::new_store(&self.runtime.engine, &self.config.limits, self.mode);
         let session = &mut store.data_mut().session;
         session.label = self.config.label.clone();
         session.kv = self.config.kv.clone();
         session.outbound.net = self.config.net.clone();
-        let instance = match self.pre.instantiate_async(&mut store).await {
+        let instance = match self.mode {
+            CallMode::Direct => self.pre.instantiate(&mut store),
+            CallMode::Fiber => self.pre.instantiate_async(&mut store).await,
+        };
+        let instance = match instance {
             Ok(instance) => instance,
             Err(error) => return Err(name_panic(&store, Fault::from_guest_error(&error, store.data().memory_cap.denied))),
         };
@@ -143,7 +154,7 @@ impl Instantiator {
         };
         if let Some(initialize) = &exports.initialize {
             let initialize = typed(&mut store, initialize);
-            let result = initialize.call_async(&mut store, ()).await;
+            let result = self.call(&mut store, initialize).await;
             outcome(&store, result)?;
         }
         let run = typed(&mut store, &exports.run);
@@ -154,10 +165,19 @@ impl Instantiator {
         let Ready { mut store, run } = ready;
         arm(&mut store, &self.config.limits);
         store.data_mut().session.request = Some(request);
-        let result = run.call_async(&mut store, ()).await;
+        let result = self.call(&mut store, run).await;
         log_guest_output(&store);
         outcome(&store, result)?;
         Ok(std::mem::take(&mut store.data_mut().session.response))
+    }
+}
+
+impl Instantiator {
+    async fn call(&self, store: &mut Store<Sandbox>, func: TypedFunc<(), ()>) -> wasmtime::Result<()> {
+        match self.mode {
+            CallMode::Direct => func.call(store, ()),
+            CallMode::Fiber => func.call_async(store, ()).await,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 use super::sandbox::arm;
 use super::terrafirma::{link, log_guest_output, nullary_export};
-use super::{Fault, FaultKind, GuestRequest, GuestResponse, Sandbox, SandboxLimits};
+use super::{CallMode, Fault, FaultKind, GuestRequest, GuestResponse, Sandbox, SandboxLimits};
 use crate::runtime::{GUEST_LOG_BYTES, Runtime};
 
 /// Room for the CGI header block on top of the response body limit.
@@ -39,7 +39,7 @@ impl CgiHandler {
     }
 
     pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
-        let mut store = Sandbox::new_store(&self.runtime.engine, &self.limits);
+        let mut store = Sandbox::new_store(&self.runtime.engine, &self.limits, CallMode::Fiber);
         arm(&mut store, &self.limits);
         let stdout = MemoryOutputPipe::new(self.limits.max_response_bytes + HEADER_ROOM);
         let log = MemoryOutputPipe::new(GUEST_LOG_BYTES);

@@ -149,3 +149,28 @@ async fn no_free_instance_slot_is_overloaded() {
     node.assert_still_serving().await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_guests_called_directly_do_not_hold_up_other_requests() {
+    // More spinners than the runtime has worker threads: each must give its
+    // worker away after one epoch tick, or `hello` waits for their deadline.
+    let node = TestNode::start_with(|c| {
+        c.limits.timeout_ms = 3_000;
+        c.limits.fuel = 1 << 50;
+    })
+    .await;
+    node.deploy_ok("_default", "spin", fixture("spin")).await;
+    node.deploy_ok("_default", "hello", fixture("hello")).await;
+    let addr = node.node.http_addr;
+    let spinners: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { crate::harness::request(addr, "GET", "/spin", None, &[], Bytes::new()).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hello = node.get("/hello").await;
+    assert_eq!(hello.status, 200, "{hello:?}");
+    assert!(spinners.iter().all(|spinner| !spinner.is_finished()), "hello was answered only after the spinners ended");
+    for spinner in spinners {
+        node.assert_error(&spinner.await.expect("request task"), 504, "timeout", "spin");
+    }
+    node.stop().await;
+}

@@ -8,7 +8,7 @@ use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, hand_out_nothing, read};
 use super::{HostcallError, MODULE, log_failure};
-use crate::executor::Sandbox;
+use crate::executor::{CallMode, Sandbox};
 use crate::kv::{KvError, SiteKv, WriteKind};
 
 fn store(caller: &Caller<'_, Sandbox>, call: &'static str) -> Result<Arc<SiteKv>, HostcallError> {
@@ -45,7 +45,7 @@ fn add_write(linker: &mut Linker<Sandbox>, call: &'static str, kind: WriteKind) 
     Ok(())
 }
 
-pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+pub fn add_to_linker(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Result<()> {
     add_write(linker, "hostcall_kvstore_insert", WriteKind::Insert)?;
     add_write(linker, "hostcall_kvstore_upsert", WriteKind::Upsert)?;
     add_write(linker, "hostcall_kvstore_append", WriteKind::Append)?;
@@ -54,27 +54,21 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
         let key = read(&caller, key_ptr, key_len, CALL)?;
         write(&caller, CALL, WriteKind::Remove, key, Vec::new())
     })?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_kvstore_get",
-        |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, key_ptr, key_len): (i32, i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_kvstore_get";
-                let key = read(&caller, key_ptr, key_len, CALL)?;
-                let kv = store(&caller, CALL)?;
-                // Reads never wait for a write (see SiteKv::get).
-                match kv.get(&key) {
-                    Ok(Some(value)) => {
-                        hand_out(&mut caller, ptr_p, len_p, &value, CALL).await?;
-                        Ok(1)
-                    }
-                    result => {
-                        hand_out_nothing(&mut caller, ptr_p, len_p, CALL)?;
-                        Ok(answer(&caller, CALL, result.map(|_| false)))
-                    }
-                }
-            })
-        },
-    )?;
+    reentrant!(linker, mode, "hostcall_kvstore_get", |caller, ptr_p: i32, len_p: i32, key_ptr: i32, key_len: i32| {
+        const CALL: &str = "hostcall_kvstore_get";
+        let key = read(&caller, key_ptr, key_len, CALL)?;
+        let kv = store(&caller, CALL)?;
+        // Reads never wait for a write (see SiteKv::get).
+        match kv.get(&key) {
+            Ok(Some(value)) => {
+                hand_out(&mut caller, ptr_p, len_p, &value, CALL).await?;
+                Ok(1)
+            }
+            result => {
+                hand_out_nothing(&mut caller, ptr_p, len_p, CALL)?;
+                Ok(answer(&caller, CALL, result.map(|_| false)))
+            }
+        }
+    })?;
     Ok(())
 }

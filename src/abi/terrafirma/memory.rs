@@ -5,7 +5,7 @@
 use wasmtime::{Caller, Memory, TypedFunc};
 
 use super::HostcallError;
-use crate::executor::Sandbox;
+use crate::executor::{CallMode, Sandbox};
 
 /// The guest's linear memory, or a trap naming the hostcall.
 pub fn memory(caller: &Caller<'_, Sandbox>, call: &'static str) -> Result<Memory, HostcallError> {
@@ -75,10 +75,14 @@ fn allocator(caller: &mut Caller<'_, Sandbox>) -> Option<TypedFunc<i32, i32>> {
 }
 
 /// Allocates `size` bytes in the guest; `None` when it has no allocator.
+/// The allocator is called the way the guest is (see `reentrant`).
 async fn alloc(caller: &mut Caller<'_, Sandbox>, size: usize, call: &'static str) -> wasmtime::Result<Option<i32>> {
     let Some(malloc) = allocator(caller) else { return Ok(None) };
     let size = i32::try_from(size).map_err(|_| HostcallError::AllocatorFailed { call })?;
-    let ptr = malloc.call_async(&mut *caller, size).await?;
+    let ptr = match caller.data().mode {
+        CallMode::Fiber => malloc.call_async(&mut *caller, size).await?,
+        CallMode::Direct => malloc.call(&mut *caller, size)?,
+    };
     if ptr == 0 {
         return Err(HostcallError::AllocatorFailed { call }.into());
     }

@@ -2,6 +2,9 @@
 //! `shared/abi/terrafirma.md`). Each file holds one family of hostcalls and
 //! only moves bytes between guest memory (`memory.rs`) and the `Session`.
 
+#[macro_use]
+mod reentrant;
+
 mod dns;
 mod headers;
 mod kv;
@@ -17,7 +20,7 @@ pub use session::Session;
 
 use wasmtime::{Caller, Linker};
 
-use crate::executor::Sandbox;
+use crate::executor::{CallMode, Sandbox};
 
 /// Import module of every hostcall.
 pub const MODULE: &str = "env";
@@ -71,13 +74,17 @@ fn deadline(caller: &Caller<'_, Sandbox>) -> tokio::time::Instant {
     tokio::time::Instant::from_std(caller.data().deadline)
 }
 
-/// Adds every hostcall to the linker.
-pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+/// Adds the hostcalls of a guest called in `mode`: all of them on fibers;
+/// called directly, all but those that wait on the network (sending and
+/// waiting for outbound requests, DNS), whose importers run on fibers.
+pub fn add_to_linker(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Result<()> {
     misc::add_to_linker(linker)?;
-    request::add_to_linker(linker)?;
+    request::add_to_linker(linker, mode)?;
     response::add_to_linker(linker)?;
-    kv::add_to_linker(linker)?;
-    outbound::add_to_linker(linker)?;
-    dns::add_to_linker(linker)?;
+    kv::add_to_linker(linker, mode)?;
+    outbound::add_to_linker(linker, mode)?;
+    if mode == CallMode::Fiber {
+        dns::add_to_linker(linker)?;
+    }
     Ok(())
 }

@@ -20,7 +20,7 @@ use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, hand_out_list, memory, read, read_slices, slice, write_i32};
 use super::{HostcallError, HostcallStatus, MODULE, deadline, headers, log_failure};
-use crate::executor::{DeadlineExceeded, GuestResponse, Sandbox};
+use crate::executor::{CallMode, DeadlineExceeded, GuestResponse, Sandbox};
 use crate::outbound::{ByteBudget, MAX_URL_BYTES, OutboundError, SiteNet, UrlError};
 
 /// Most requests a guest may create while serving one incoming request.
@@ -171,10 +171,17 @@ fn response<'a>(caller: &'a Caller<'_, Sandbox>, call: &'static str, handle: i32
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+/// Building, polling and reading are linked in both modes; sending and
+/// waiting (`req_send`, `pending_req_wait`, `pending_req_select`) only for
+/// guests on fibers.
+pub fn add_to_linker(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Result<()> {
     add_requests(linker)?;
     add_pending(linker)?;
-    add_responses(linker)
+    add_responses(linker, mode)?;
+    if mode == CallMode::Fiber {
+        add_waiting(linker)?;
+    }
+    Ok(())
 }
 
 fn add_requests(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
@@ -249,21 +256,6 @@ fn add_requests(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
             .into())
         },
     )?;
-    linker.func_wrap_async(MODULE, "hostcall_req_send", |mut caller: Caller<'_, Sandbox>, (req,): (i32,)| {
-        Box::new(async move {
-            const CALL: &str = "hostcall_req_send";
-            let (net, request) = match take_request(&mut caller, CALL, req) {
-                Ok(taken) => taken,
-                Err(answer) => return Ok(answer),
-            };
-            let (max_body, budget) = body_limits(&mut caller);
-            let result = match timeout_at(deadline(&caller), net.net.send(request, max_body, &budget)).await {
-                Ok(result) => result,
-                Err(_) => Err(OutboundError::Deadline),
-            };
-            finish(&mut caller, CALL, Ok(result))
-        })
-    })?;
     linker.func_wrap(MODULE, "hostcall_req_send_async", |mut caller: Caller<'_, Sandbox>, req: i32| -> i32 {
         const CALL: &str = "hostcall_req_send_async";
         let (net, request) = match take_request(&mut caller, CALL, req) {
@@ -290,6 +282,26 @@ fn add_pending(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                 finish(&mut caller, CALL, result)
             }
         }
+    })?;
+    Ok(())
+}
+
+/// The hostcalls that wait on the network.
+fn add_waiting(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+    linker.func_wrap_async(MODULE, "hostcall_req_send", |mut caller: Caller<'_, Sandbox>, (req,): (i32,)| {
+        Box::new(async move {
+            const CALL: &str = "hostcall_req_send";
+            let (net, request) = match take_request(&mut caller, CALL, req) {
+                Ok(taken) => taken,
+                Err(answer) => return Ok(answer),
+            };
+            let (max_body, budget) = body_limits(&mut caller);
+            let result = match timeout_at(deadline(&caller), net.net.send(request, max_body, &budget)).await {
+                Ok(result) => result,
+                Err(_) => Err(OutboundError::Deadline),
+            };
+            finish(&mut caller, CALL, Ok(result))
+        })
     })?;
     linker.func_wrap_async(MODULE, "hostcall_pending_req_wait", |mut caller: Caller<'_, Sandbox>, (pending,): (i32,)| {
         Box::new(async move {
@@ -344,7 +356,7 @@ fn add_pending(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn add_responses(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+fn add_responses(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "hostcall_resp_get_response_code", |caller: Caller<'_, Sandbox>, resp: i32| -> i32 {
         const CALL: &str = "hostcall_resp_get_response_code";
         match response(&caller, CALL, resp) {
@@ -352,39 +364,21 @@ fn add_responses(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
             Err(error) => refuse(&caller, CALL, error),
         }
     })?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_resp_get_headers",
-        |mut caller: Caller<'_, Sandbox>, (names_p, count_p, resp): (i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_resp_get_headers";
-                let names: Vec<Bytes> = headers::names(&response(&caller, CALL, resp)?.headers).collect();
-                hand_out_list(&mut caller, names_p, count_p, &names, CALL).await
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_resp_get_header",
-        |mut caller: Caller<'_, Sandbox>, (values_p, count_p, resp, name_ptr, name_len): (i32, i32, i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_resp_get_header";
-                let name = read(&caller, name_ptr, name_len, CALL)?;
-                let values = headers::values(&response(&caller, CALL, resp)?.headers, &name);
-                hand_out_list(&mut caller, values_p, count_p, &values, CALL).await
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_resp_get_body",
-        |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, resp): (i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_resp_get_body";
-                let body = response(&caller, CALL, resp)?.body.clone();
-                hand_out(&mut caller, ptr_p, len_p, &body, CALL).await
-            })
-        },
-    )?;
+    reentrant!(linker, mode, "hostcall_resp_get_headers", |caller, names_p: i32, count_p: i32, resp: i32| {
+        const CALL: &str = "hostcall_resp_get_headers";
+        let names: Vec<Bytes> = headers::names(&response(&caller, CALL, resp)?.headers).collect();
+        hand_out_list(&mut caller, names_p, count_p, &names, CALL).await
+    })?;
+    reentrant!(linker, mode, "hostcall_resp_get_header", |caller, values_p: i32, count_p: i32, resp: i32, name_ptr: i32, name_len: i32| {
+        const CALL: &str = "hostcall_resp_get_header";
+        let name = read(&caller, name_ptr, name_len, CALL)?;
+        let values = headers::values(&response(&caller, CALL, resp)?.headers, &name);
+        hand_out_list(&mut caller, values_p, count_p, &values, CALL).await
+    })?;
+    reentrant!(linker, mode, "hostcall_resp_get_body", |caller, ptr_p: i32, len_p: i32, resp: i32| {
+        const CALL: &str = "hostcall_resp_get_body";
+        let body = response(&caller, CALL, resp)?.body.clone();
+        hand_out(&mut caller, ptr_p, len_p, &body, CALL).await
+    })?;
     Ok(())
 }

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, hand_out_list, read};
-use super::{HostcallError, MODULE, headers};
-use crate::executor::{GuestRequest, Sandbox};
+use super::{HostcallError, headers};
+use crate::executor::{CallMode, GuestRequest, Sandbox};
 
 /// Set by the node to the client's address, whatever the client sent.
 /// Terrarium's throttle template reads `x-fastly-client-ip` first, so a
@@ -40,42 +40,28 @@ fn header_values(request: &GuestRequest, name: &[u8]) -> Vec<Bytes> {
 }
 
 /// A hostcall `(ptr_p, len_p, req)` handing one buffer of the request to the guest.
-fn add_buffer(linker: &mut Linker<Sandbox>, call: &'static str, get: fn(&GuestRequest) -> Bytes) -> wasmtime::Result<()> {
-    linker.func_wrap_async(MODULE, call, move |mut caller: Caller<'_, Sandbox>, (ptr_p, len_p, req): (i32, i32, i32)| {
-        Box::new(async move {
-            let bytes = get(incoming(&caller, req, call)?);
-            hand_out(&mut caller, ptr_p, len_p, &bytes, call).await
-        })
+fn add_buffer(linker: &mut Linker<Sandbox>, mode: CallMode, call: &'static str, get: fn(&GuestRequest) -> Bytes) -> wasmtime::Result<()> {
+    reentrant!(linker, mode, call, |caller, ptr_p: i32, len_p: i32, req: i32| {
+        let bytes = get(incoming(&caller, req, call)?);
+        hand_out(&mut caller, ptr_p, len_p, &bytes, call).await
     })?;
     Ok(())
 }
 
-pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
-    add_buffer(linker, "hostcall_req_get_method", |r| Bytes::copy_from_slice(r.method.as_str().as_bytes()))?;
-    add_buffer(linker, "hostcall_req_get_path", |r| Bytes::copy_from_slice(r.target().as_bytes()))?;
-    add_buffer(linker, "hostcall_req_get_body", |r| r.body.clone())?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_req_get_headers",
-        |mut caller: Caller<'_, Sandbox>, (names_p, count_p, req): (i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_req_get_headers";
-                let names = header_names(incoming(&caller, req, CALL)?);
-                hand_out_list(&mut caller, names_p, count_p, &names, CALL).await
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_req_get_header",
-        |mut caller: Caller<'_, Sandbox>, (values_p, count_p, req, name_ptr, name_len): (i32, i32, i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_req_get_header";
-                let name = read(&caller, name_ptr, name_len, CALL)?;
-                let values = header_values(incoming(&caller, req, CALL)?, &name);
-                hand_out_list(&mut caller, values_p, count_p, &values, CALL).await
-            })
-        },
-    )?;
+pub fn add_to_linker(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Result<()> {
+    add_buffer(linker, mode, "hostcall_req_get_method", |r| Bytes::copy_from_slice(r.method.as_str().as_bytes()))?;
+    add_buffer(linker, mode, "hostcall_req_get_path", |r| Bytes::copy_from_slice(r.target().as_bytes()))?;
+    add_buffer(linker, mode, "hostcall_req_get_body", |r| r.body.clone())?;
+    reentrant!(linker, mode, "hostcall_req_get_headers", |caller, names_p: i32, count_p: i32, req: i32| {
+        const CALL: &str = "hostcall_req_get_headers";
+        let names = header_names(incoming(&caller, req, CALL)?);
+        hand_out_list(&mut caller, names_p, count_p, &names, CALL).await
+    })?;
+    reentrant!(linker, mode, "hostcall_req_get_header", |caller, values_p: i32, count_p: i32, req: i32, name_ptr: i32, name_len: i32| {
+        const CALL: &str = "hostcall_req_get_header";
+        let name = read(&caller, name_ptr, name_len, CALL)?;
+        let values = header_values(incoming(&caller, req, CALL)?, &name);
+        hand_out_list(&mut caller, values_p, count_p, &values, CALL).await
+    })?;
     Ok(())
 }
