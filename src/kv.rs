@@ -28,6 +28,11 @@ pub const MAX_SITE_BYTES: u64 = 256 << 20;
 /// reads and rewrites one key per request, 8 MiB cost about 5 µs less CPU
 /// per request than 64 MiB, and 4 MiB no less than 8 (RESULTS.md).
 const MEMTABLE_BYTES: u64 = 8 << 20;
+/// Sealed memtables and L0 tables from which fjall may make a write wait
+/// for its flushes and compactions (it sleeps, in 100 ms and 10 ms steps,
+/// from 4 sealed memtables or 30 L0 runs on), with a margin.
+const BACKLOG_SEALED_MEMTABLES: usize = 3;
+const BACKLOG_L0_TABLES: usize = 25;
 /// Longest time between a write and the fsync of the journal holding it.
 const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -204,6 +209,15 @@ impl SiteKv {
         Ok(data.as_ref().ok_or_else(closed)?.get(key).map_err(storage)?.map(|value| value.to_vec()))
     }
 
+    /// Whether a write now may wait for fjall to catch up with its flushes
+    /// or compactions (see `BACKLOG_*`), so the caller should not make it on
+    /// a thread other requests need.
+    pub fn write_may_wait(&self) -> bool {
+        self.reads.load().as_ref().is_some_and(|data| {
+            data.sealed_memtable_count() >= BACKLOG_SEALED_MEMTABLES || data.l0_table_count() >= BACKLOG_L0_TABLES
+        })
+    }
+
     /// Applies one write; it is in the journal (the OS's buffers) when this
     /// returns `Ok`.
     pub fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> Result<bool, KvError> {
@@ -351,6 +365,17 @@ mod tests {
         let stored = lock(&kv.state).as_ref().unwrap().stored;
         assert_eq!(stored, u64::from(writes) * (4 + (64 << 10)) + 3 + 4);
         stores.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_ordinary_store_has_no_backlog_a_closed_one_none_to_wait_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let kv = stores.site("w.test", 8);
+        assert!(w(&kv, Insert, b"k", b"v").await.unwrap());
+        assert!(!kv.write_may_wait());
+        stores.close().await;
+        assert!(!kv.write_may_wait(), "a closed store fails at once");
     }
 
     #[tokio::test]

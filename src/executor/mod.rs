@@ -14,7 +14,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 pub use fault::{Fault, FaultKind};
-pub use sandbox::{CallMode, DeadlineExceeded, Sandbox, SandboxLimits};
+pub use sandbox::{CallMode, DeadlineExceeded, Sandbox, SandboxLimits, off_worker};
 
 use crate::modules::prepare::Abi;
 use crate::runtime::Runtime;

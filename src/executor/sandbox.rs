@@ -55,15 +55,20 @@ pub enum CallMode {
 /// the next tick tries again. Costs such a guest about 1 % of its time.
 const WORKER_HANDOFF: Duration = Duration::from_micros(50);
 
-/// Called on each epoch tick of a guest called directly: gives the tokio
-/// worker it runs on (with the tasks queued there and its share of the I/O
-/// driver) to another thread, leaving this thread to the guest. After the
-/// first success, `block_in_place` finds no worker here and only sleeps.
-fn release_worker() {
+/// Runs `f`, which may block its thread for a while, without holding up
+/// other requests: on a tokio worker, the worker (its queued tasks and its
+/// share of the I/O driver) moves to another thread first.
+pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
     let on_worker_pool = Handle::try_current().is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if on_worker_pool {
-        tokio::task::block_in_place(|| std::thread::sleep(WORKER_HANDOFF));
-    }
+    if on_worker_pool { tokio::task::block_in_place(f) } else { f() }
+}
+
+/// Called on each epoch tick of a guest called directly: gives the tokio
+/// worker it runs on to another thread, leaving this thread to the guest.
+/// After the first success there is no worker here to give and this only
+/// sleeps.
+fn release_worker() {
+    off_worker(|| std::thread::sleep(WORKER_HANDOFF));
 }
 
 /// Raised from the epoch callback when a request's deadline has passed.

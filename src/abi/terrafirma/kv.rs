@@ -8,7 +8,7 @@ use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, hand_out_nothing, read};
 use super::{HostcallError, MODULE, log_failure};
-use crate::executor::{CallMode, Sandbox};
+use crate::executor::{CallMode, Sandbox, off_worker};
 use crate::kv::{KvError, SiteKv, WriteKind};
 
 fn store(caller: &Caller<'_, Sandbox>, call: &'static str) -> Result<Arc<SiteKv>, HostcallError> {
@@ -26,10 +26,13 @@ fn answer(caller: &Caller<'_, Sandbox>, call: &'static str, result: Result<bool,
     }
 }
 
-/// Applies a write; it is in the store's journal when this returns.
+/// Applies a write; it is in the store's journal when this returns. A write
+/// that may have to wait for the store to catch up is made off the worker
+/// thread, so it holds up no other request.
 fn write(caller: &Caller<'_, Sandbox>, call: &'static str, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<i32> {
     let kv = store(caller, call)?;
-    Ok(answer(caller, call, kv.write(kind, key, value)))
+    let result = if kv.write_may_wait() { off_worker(|| kv.write(kind, key, value)) } else { kv.write(kind, key, value) };
+    Ok(answer(caller, call, result))
 }
 
 fn add_write(linker: &mut Linker<Sandbox>, call: &'static str, kind: WriteKind) -> wasmtime::Result<()> {
