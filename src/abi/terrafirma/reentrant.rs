@@ -1,8 +1,8 @@
 //! Hostcalls that call back into the guest (its allocator, to hand it a
 //! buffer) are written once, as an `async` body, and registered for either
 //! call mode by `reentrant!`:
-//! - on fibers, as an async host function: the body's `.await` on the
-//!   allocator suspends nothing but runs it on the guest's fiber;
+//! - on fibers, as an async host function: the body awaits the allocator,
+//!   which wasmtime runs on a fiber of its own (`call_async`);
 //! - called directly, as a plain host function that runs the same body to
 //!   completion on the spot (`finish_now`): the allocator is then called
 //!   synchronously, so the body never waits.
