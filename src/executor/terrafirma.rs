@@ -92,10 +92,6 @@ impl TerrafirmaHandler {
         Ok((TerrafirmaHandler { instantiator, warm }, warnings))
     }
 
-    pub fn call_mode(&self) -> CallMode {
-        self.instantiator.mode
-    }
-
     pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
         let ready = match self.warm.as_ref().and_then(|queue| queue.pop()) {
             Some(ready) => ready,
@@ -170,9 +166,8 @@ impl Instantiator {
         outcome(&store, result)?;
         Ok(std::mem::take(&mut store.data_mut().session.response))
     }
-}
 
-impl Instantiator {
+    /// Calls `func` in the module's call mode.
     async fn call(&self, store: &mut Store<Sandbox>, func: TypedFunc<(), ()>) -> wasmtime::Result<()> {
         match self.mode {
             CallMode::Direct => func.call(store, ()),

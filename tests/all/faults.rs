@@ -7,6 +7,12 @@ use bytes::Bytes;
 
 use crate::harness::{Resp, TestNode, fixture};
 
+/// Requests `/spin` in the background; its answer comes at the deadline.
+fn spin_in_background(node: &TestNode) -> tokio::task::JoinHandle<Resp> {
+    let addr = node.node.http_addr;
+    tokio::spawn(async move { crate::harness::request(addr, "GET", "/spin", None, &[], Bytes::new()).await })
+}
+
 /// Deploys `fixture` as `module`, requests it, checks the error, then checks
 /// that the node still serves an ordinary guest.
 async fn assert_fault(node: &TestNode, fixture_name: &str, module: &str, status: u16, kind: &str) -> Resp {
@@ -136,9 +142,7 @@ async fn no_free_instance_slot_is_overloaded() {
     node.deploy_ok("_default", "hello", fixture("hello")).await;
 
     // The spinning guest holds the only slot for two seconds.
-    let addr = node.node.http_addr;
-    let spinning =
-        tokio::spawn(async move { crate::harness::request(addr, "GET", "/spin", None, &[], Bytes::new()).await });
+    let spinning = spin_in_background(&node);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let resp = node.get("/hello").await;
     node.assert_error(&resp, 503, "overloaded", "hello");
@@ -161,10 +165,7 @@ async fn spinning_guests_called_directly_do_not_hold_up_other_requests() {
     .await;
     node.deploy_ok("_default", "spin", fixture("spin")).await;
     node.deploy_ok("_default", "hello", fixture("hello")).await;
-    let addr = node.node.http_addr;
-    let spinners: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(async move { crate::harness::request(addr, "GET", "/spin", None, &[], Bytes::new()).await }))
-        .collect();
+    let spinners: Vec<_> = (0..4).map(|_| spin_in_background(&node)).collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let hello = node.get("/hello").await;
     assert_eq!(hello.status, 200, "{hello:?}");
