@@ -190,6 +190,20 @@ async fn each_request_gets_a_fresh_instance() {
     node.stop().await;
 }
 
+/// Linear memory is reset page by page (only the pages a guest wrote, where
+/// the kernel can say which): what one request wrote anywhere, in a data
+/// page, a zero page or a grown page, is gone for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_request_wrote_is_pristine_for_the_next() {
+    let node = TestNode::start().await;
+    node.deploy_ok("_default", "dirty", fixture("dirty_pages")).await;
+    for _ in 0..20 {
+        let resp = node.get("/dirty").await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, "0A00"));
+    }
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocator_found_in_each_supported_way() {
     let node = TestNode::start().await;

@@ -72,6 +72,23 @@ async fn out_of_bounds_hostcall_argument_is_a_trap() {
     node.stop().await;
 }
 
+/// Guest code checks every access itself (no guard pages): a load past the
+/// end of memory traps, also in a pool slot an earlier instance of the same
+/// module grew and left read-write, and so does running out of stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_bounds_access_and_stack_overflow_are_traps() {
+    let node = TestNode::start().await;
+    node.deploy_ok("_default", "bounds", fixture("bounds")).await;
+    for _ in 0..5 {
+        let resp = node.get("/bounds/grow").await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, "grew"));
+        let resp = node.get("/bounds/peek").await;
+        node.assert_error(&resp, 500, "trap", "bounds");
+    }
+    assert_fault(&node, "recurse", "recurse", 500, "trap").await;
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_hook_then_unreachable_is_a_trap() {
     let node = TestNode::start().await;
