@@ -39,12 +39,13 @@ impl From<&Limits> for SandboxLimits {
 pub enum CallMode {
     /// Straight on the thread that serves the request: no fiber, no stack
     /// switch. For guests whose imports never wait on anything (no network
-    /// hostcall, no WASI). A guest still running after one epoch tick gets
-    /// its thread to itself (`release_worker`), so it cannot hold up other
+    /// hostcall, no WASI). A guest that has run for a whole epoch tick
+    /// (it sees a second tick) gets its thread to itself (`release_worker`), so it cannot hold up other
     /// requests, and it ends at its deadline like any other.
     Direct,
     /// On a fiber, which suspends while a hostcall waits (outbound HTTP,
-    /// DNS, WASI) and yields to other requests on every epoch tick.
+    /// DNS, WASI) and, once it has run for a whole epoch tick, yields to
+    /// other requests on every tick.
     Fiber,
 }
 
@@ -63,7 +64,8 @@ pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
     if on_worker_pool { tokio::task::block_in_place(f) } else { f() }
 }
 
-/// Called on each epoch tick of a guest called directly: gives the tokio
+/// Called on each epoch tick of a guest called directly, from its second
+/// on: gives the tokio
 /// worker it runs on to another thread, leaving this thread to the guest.
 /// After the first success there is no worker here to give and this only
 /// sleeps.
@@ -107,6 +109,8 @@ pub struct Sandbox {
     /// How this store's guest is called; hostcalls that call back into the
     /// guest (its allocator) call it the same way.
     pub mode: CallMode,
+    /// Epoch ticks seen since the store was armed.
+    pub ticks: u32,
 }
 
 impl Sandbox {
@@ -119,6 +123,7 @@ impl Sandbox {
             memory_cap: MemoryCap { cap: 0, denied: false },
             deadline: Instant::now(),
             mode: CallMode::Fiber,
+            ticks: 0,
         }
     }
 
@@ -132,12 +137,22 @@ impl Sandbox {
             memory_cap: MemoryCap { cap: limits.memory_bytes, denied: false },
             deadline: Instant::now() + limits.timeout,
             mode,
+            ticks: 0,
         };
         let mut store = Store::new(engine, sandbox);
         store.limiter(|sandbox| &mut sandbox.memory_cap);
-        store.epoch_deadline_callback(move |ctx| {
-            if Instant::now() >= ctx.data().deadline {
+        store.epoch_deadline_callback(move |mut ctx| {
+            let sandbox = ctx.data_mut();
+            if Instant::now() >= sandbox.deadline {
                 return Err(DeadlineExceeded.into());
+            }
+            // The first tick comes anywhere from 0 to one tick after the
+            // guest started; only from the second on has it surely run for
+            // a whole tick. Yielding or handing the worker off earlier
+            // costs short guests that merely straddle a tick.
+            sandbox.ticks += 1;
+            if sandbox.ticks < 2 {
+                return Ok(UpdateDeadline::Continue(1));
             }
             Ok(match mode {
                 CallMode::Fiber => UpdateDeadline::Yield(1),
@@ -155,6 +170,7 @@ impl Sandbox {
 /// Gives the store a full tank of fuel and a deadline starting now.
 pub fn arm(store: &mut Store<Sandbox>, limits: &SandboxLimits) {
     store.data_mut().deadline = Instant::now() + limits.timeout;
+    store.data_mut().ticks = 0;
     store.data_mut().memory_cap.cap = limits.memory_bytes;
     store.data_mut().session.max_response_bytes = limits.max_response_bytes;
     store.data_mut().session.max_request_bytes = limits.max_request_bytes;
