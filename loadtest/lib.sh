@@ -14,7 +14,8 @@ require_numbers() {
   done
 }
 
-node_bin=$root/target/release/terrafirma
+# NODE_BIN: measure another build of the node (e.g. an earlier commit's).
+node_bin=${NODE_BIN:-$root/target/release/terrafirma}
 native_bin=$root/loadtest/native-hello/target/release/native-hello
 
 work=$(mktemp -d -t "terrafirma-$name.XXXXXX")
@@ -42,8 +43,13 @@ trap 'exit 143' TERM
 build_all() {
   log "installing what is missing (scripts/setup.sh --bench)"
   bash "$root/scripts/setup.sh" --bench >&2
-  log "building the node (cargo build --release)"
-  (cd "$root" && cargo build --release) >&2
+  if [ -n "${NODE_BIN:-}" ]; then
+    [ -x "$NODE_BIN" ] || die "NODE_BIN=$NODE_BIN is not an executable"
+    log "measuring the node at $NODE_BIN (not built here)"
+  else
+    log "building the node (cargo build --release)"
+    (cd "$root" && cargo build --release) >&2
+  fi
   log "building the native baseline (loadtest/native-hello)"
   (cd "$root/loadtest/native-hello" && cargo build --release) >&2
 }
@@ -133,6 +139,7 @@ machine_lines() {
   cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
   commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "no commit")
   [ -z "$(git -C "$root" status --porcelain -- src 2>/dev/null)" ] || commit="$commit (src/ modified)"
+  [ -z "${NODE_BIN:-}" ] || commit="node binary $NODE_BIN ($("$NODE_BIN" --version 2>/dev/null || echo 'no version')), scripts at $commit"
   printf -- '- date: %s\n- machine: %s cores, %s, Linux %s\n- commit: %s\n' \
     "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" "${cpu:-unknown CPU}" "$(uname -r)" "$commit"
 }
