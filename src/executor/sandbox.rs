@@ -39,9 +39,10 @@ impl From<&Limits> for SandboxLimits {
 pub enum CallMode {
     /// Straight on the thread that serves the request: no fiber, no stack
     /// switch. For guests whose imports never wait on anything (no network
-    /// hostcall, no WASI). A guest that has run for a whole epoch tick
-    /// (it sees a second tick) gets its thread to itself (`release_worker`), so it cannot hold up other
-    /// requests, and it ends at its deadline like any other.
+    /// hostcall, no WASI). A guest that has run for a whole epoch tick (it
+    /// sees a second tick) gets its thread to itself (`release_worker`), so
+    /// it cannot hold up other requests, and it ends at its deadline like
+    /// any other.
     Direct,
     /// On a fiber, which suspends while a hostcall waits (outbound HTTP,
     /// DNS, WASI) and, once it has run for a whole epoch tick, yields to
@@ -65,10 +66,9 @@ pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Called on each epoch tick of a guest called directly, from its second
-/// on: gives the tokio
-/// worker it runs on to another thread, leaving this thread to the guest.
-/// After the first success there is no worker here to give and this only
-/// sleeps.
+/// on: gives the tokio worker it runs on to another thread, leaving this
+/// thread to the guest. After the first success there is no worker here to
+/// give and this only sleeps.
 fn release_worker() {
     off_worker(|| std::thread::sleep(WORKER_HANDOFF));
 }
@@ -127,19 +127,10 @@ impl Sandbox {
         }
     }
 
-    /// A store with its limiter and deadline callback installed. Fuel and the
-    /// deadline are set by `arm`, so a prewarmed store can be armed later.
+    /// A store with its limiter and deadline callback installed, armed
+    /// (`arm`) with `limits`; a prewarmed store is armed again when it runs.
     pub fn new_store(engine: &Engine, limits: &SandboxLimits, mode: CallMode) -> Store<Sandbox> {
-        let sandbox = Sandbox {
-            session: Session::default(),
-            wasi: None,
-            guest_log: None,
-            memory_cap: MemoryCap { cap: limits.memory_bytes, denied: false },
-            deadline: Instant::now() + limits.timeout,
-            mode,
-            ticks: 0,
-        };
-        let mut store = Store::new(engine, sandbox);
+        let mut store = Store::new(engine, Sandbox { mode, ..Sandbox::unarmed() });
         store.limiter(|sandbox| &mut sandbox.memory_cap);
         store.epoch_deadline_callback(move |mut ctx| {
             let sandbox = ctx.data_mut();

@@ -10,7 +10,6 @@ use wasmtime::{InstancePre, Module, ModuleExport};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
-use super::sandbox::arm;
 use super::terrafirma::{link, log_guest_output, nullary_export};
 use super::{CallMode, Fault, FaultKind, GuestRequest, GuestResponse, Sandbox, SandboxLimits};
 use crate::runtime::{GUEST_LOG_BYTES, Runtime};
@@ -40,7 +39,6 @@ impl CgiHandler {
 
     pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
         let mut store = Sandbox::new_store(&self.runtime.engine, &self.limits, CallMode::Fiber);
-        arm(&mut store, &self.limits);
         let stdout = MemoryOutputPipe::new(self.limits.max_response_bytes + HEADER_ROOM);
         let log = MemoryOutputPipe::new(GUEST_LOG_BYTES);
         let env = cgi_environment(&request, &self.label);
