@@ -32,12 +32,13 @@ impl AdminServer {
         self.config.admin_token.is_some() || self.config.sites.values().any(|s| s.token.is_some())
     }
 
-    fn authenticate(&self, peer: SocketAddr, request: &Request<Incoming>) -> Result<Caller, Response<Full<Bytes>>> {
+    /// Who `request` is from, or the status and reason it is refused with.
+    fn authenticate(&self, peer: SocketAddr, request: &Request<Incoming>) -> Result<Caller, (StatusCode, &'static str)> {
         if !self.tokens_configured() {
             return if peer.ip().is_loopback() {
                 Ok(Caller::Operator)
             } else {
-                Err(error(StatusCode::FORBIDDEN, "the admin API answers loopback clients only when no token is configured"))
+                Err((StatusCode::FORBIDDEN, "the admin API answers loopback clients only when no token is configured"))
             };
         }
         let token = request
@@ -46,7 +47,7 @@ impl AdminServer {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let Some(token) = token else { return Err(error(StatusCode::UNAUTHORIZED, "missing bearer token")) };
+        let Some(token) = token else { return Err((StatusCode::UNAUTHORIZED, "missing bearer token")) };
         if self.config.admin_token.as_deref().is_some_and(|t| constant_time_eq(t, token)) {
             return Ok(Caller::Operator);
         }
@@ -55,7 +56,7 @@ impl AdminServer {
                 return Ok(Caller::Site(site.clone()));
             }
         }
-        Err(error(StatusCode::UNAUTHORIZED, "invalid token"))
+        Err((StatusCode::UNAUTHORIZED, "invalid token"))
     }
 
     pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -65,7 +66,7 @@ impl AdminServer {
         }
         let caller = match self.authenticate(peer, &request) {
             Ok(caller) => caller,
-            Err(response) => return response,
+            Err((status, reason)) => return error(status, reason),
         };
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (site, name) = match segments.as_slice() {
