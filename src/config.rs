@@ -164,8 +164,7 @@ impl Config {
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let parsed = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
                 Self::parse(&text).map_err(|e| match e {
                     ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
                     other => other,
@@ -189,8 +188,7 @@ impl Config {
 
     /// Parses TOML text into a config (not yet validated).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let file: ConfigFile = toml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: PathBuf::from("<text>"), source })?;
+        let file: ConfigFile = toml::from_str(text).map_err(|source| ConfigError::Parse { path: PathBuf::from("<text>"), source })?;
         let defaults = Config::default();
         let limits = file.limits.over(&Limits::default());
         let sites = file
@@ -243,8 +241,7 @@ impl Config {
     }
 
     fn all_limits(&self) -> impl Iterator<Item = (&str, &Limits)> {
-        std::iter::once(("[limits]", &self.limits))
-            .chain(self.sites.iter().map(|(name, site)| (name.as_str(), &site.limits)))
+        std::iter::once(("[limits]", &self.limits)).chain(self.sites.iter().map(|(name, site)| (name.as_str(), &site.limits)))
     }
 
     /// The limits that apply to one site.

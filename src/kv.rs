@@ -123,10 +123,7 @@ impl KvStores {
         let (stop_syncer, stop) = mpsc::channel();
         let syncer = {
             let (db, dirty) = (db.clone(), dirty.clone());
-            std::thread::Builder::new()
-                .name("kv-sync".into())
-                .spawn(move || sync_loop(&db, &dirty, &stop))
-                .map_err(storage)?
+            std::thread::Builder::new().name("kv-sync".into()).spawn(move || sync_loop(&db, &dirty, &stop)).map_err(storage)?
         };
         Ok(Open { db, dirty, stop_syncer, syncer })
     }
@@ -213,9 +210,10 @@ impl SiteKv {
     /// or compactions (see `BACKLOG_*`), so the caller should not make it on
     /// a thread other requests need.
     pub fn write_may_wait(&self) -> bool {
-        self.reads.load().as_ref().is_some_and(|data| {
-            data.sealed_memtable_count() >= BACKLOG_SEALED_MEMTABLES || data.l0_table_count() >= BACKLOG_L0_TABLES
-        })
+        self.reads
+            .load()
+            .as_ref()
+            .is_some_and(|data| data.sealed_memtable_count() >= BACKLOG_SEALED_MEMTABLES || data.l0_table_count() >= BACKLOG_L0_TABLES)
     }
 
     /// Applies one write; it is in the journal (the OS's buffers) when this

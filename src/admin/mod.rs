@@ -41,12 +41,8 @@ impl AdminServer {
                 Err((StatusCode::FORBIDDEN, "the admin API answers loopback clients only when no token is configured"))
             };
         }
-        let token = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let token =
+            request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
         let Some(token) = token else { return Err((StatusCode::UNAUTHORIZED, "missing bearer token")) };
         if self.config.admin_token.as_deref().is_some_and(|t| constant_time_eq(t, token)) {
             return Ok(Caller::Operator);

@@ -15,8 +15,8 @@ use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use terrafirma::config::Limits;
 use terrafirma::engine::EngineShape;
-use terrafirma::kv::KvStores;
 use terrafirma::executor::{CallMode, GuestRequest, Handler, HandlerConfig, Sandbox, SandboxLimits};
+use terrafirma::kv::KvStores;
 use terrafirma::modules::artifact::load_or_compile;
 use terrafirma::modules::prepare::{Abi, prepare};
 use terrafirma::runtime::Runtime;
@@ -74,12 +74,21 @@ impl RunCommand {
             match (&self.request, prepared.abi) {
                 (Some(path), _) => self.run_request(&runtime, module, prepared.abi, &name, path).await,
                 (None, Abi::WasiCgi) => self.run_command(&runtime, module).await,
-                (None, Abi::Terrafirma) => anyhow::bail!("{} is an HTTP handler: give it a request with --request PATH", self.file.display()),
+                (None, Abi::Terrafirma) => {
+                    anyhow::bail!("{} is an HTTP handler: give it a request with --request PATH", self.file.display())
+                }
             }
         })
     }
 
-    async fn run_request(&self, runtime: &Arc<Runtime>, module: wasmtime::Module, abi: Abi, name: &str, path: &str) -> anyhow::Result<ExitCode> {
+    async fn run_request(
+        &self,
+        runtime: &Arc<Runtime>,
+        module: wasmtime::Module,
+        abi: Abi,
+        name: &str,
+        path: &str,
+    ) -> anyhow::Result<ExitCode> {
         let limits = SandboxLimits::from(&Limits::default());
         // A one-off run keeps its KV data in the cache, as the site `_run`.
         let kv = KvStores::new(cache_dir().join("kv"))?.site("_run", limits.max_response_bytes);

@@ -239,10 +239,7 @@ mod tests {
 
     #[test]
     fn adds_table_and_memory_exports() {
-        let p = prepare(
-            br#"(module (memory 1) (table 2 funcref) (func $f) (elem (i32.const 0) $f) (func (export "run")))"#,
-        )
-        .unwrap();
+        let p = prepare(br#"(module (memory 1) (table 2 funcref) (func $f) (elem (i32.const 0) $f) (func (export "run")))"#).unwrap();
         assert_eq!(p.abi, Abi::Terrafirma);
         wasmparser::validate(&p.rewritten).unwrap();
         assert_eq!(exports_of(&p.rewritten), ["run", MEMORY_EXPORT, TABLE_EXPORT]);

@@ -166,8 +166,8 @@ impl ModuleStore {
             kv: Some(kv),
             net: Some(net),
         };
-        let (handler, warnings) = Handler::new(&self.runtime, compiled.module, prepared.abi, config)
-            .map_err(|e| DeployError::Link(root_message(&e.into())))?;
+        let (handler, warnings) =
+            Handler::new(&self.runtime, compiled.module, prepared.abi, config).map_err(|e| DeployError::Link(root_message(&e.into())))?;
         let deployed = Arc::new(Deployed {
             site: site.to_owned(),
             name: name.to_owned(),

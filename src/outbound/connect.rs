@@ -36,7 +36,8 @@ impl GuardedConnector {
 /// that address as its own local address too (Linux routes it over `lo`).
 fn reaches_admin(peer: SocketAddr, local: SocketAddr, admin: SocketAddr) -> bool {
     let on_this_machine = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || ip == local.ip();
-    peer.port() == admin.port() && (peer.ip() == admin.ip() || (on_this_machine(peer.ip()) && (admin.ip().is_unspecified() || on_this_machine(admin.ip()))))
+    peer.port() == admin.port()
+        && (peer.ip() == admin.ip() || (on_this_machine(peer.ip()) && (admin.ip().is_unspecified() || on_this_machine(admin.ip()))))
 }
 
 impl Service<Uri> for GuardedConnector {

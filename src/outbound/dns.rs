@@ -4,11 +4,11 @@
 
 use std::net::IpAddr;
 
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_resolver::proto::rr::RecordType;
-use hickory_resolver::TokioResolver;
 
 use super::AllowList;
 

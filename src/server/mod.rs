@@ -54,10 +54,10 @@ impl SiteServer {
             Bytes::new()
         } else {
             match Limited::new(body, max_body as usize).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
-            Err(_) => {
-                deployed.count(true);
+                Ok(collected) => collected.to_bytes(),
+                Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
+                Err(_) => {
+                    deployed.count(true);
                     return plain(StatusCode::BAD_REQUEST, "request body could not be read\n");
                 }
             }

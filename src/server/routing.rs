@@ -18,11 +18,7 @@ pub fn site_for<'a>(registry: &Registry, config: &Config, host: Option<&'a str>)
     let Some(host) = host.map(strip_port).filter(|h| !h.is_empty()) else { return Cow::Borrowed(DEFAULT_SITE) };
     let host: Cow<str> =
         if host.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) };
-    if registry.has_site(&host) || config.sites.contains_key(host.as_ref()) {
-        host
-    } else {
-        Cow::Borrowed(DEFAULT_SITE)
-    }
+    if registry.has_site(&host) || config.sites.contains_key(host.as_ref()) { host } else { Cow::Borrowed(DEFAULT_SITE) }
 }
 
 fn strip_port(host: &str) -> &str {

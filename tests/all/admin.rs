@@ -220,10 +220,7 @@ async fn unknown_imports_upload_with_a_warning() {
     assert_eq!(resp.status, 201, "{resp:?}");
     let json = assert_upload_report(&resp, "_default", "bindgen");
     let warnings = json["warnings"].as_array().unwrap();
-    assert!(
-        warnings.iter().any(|w| w.to_string().contains("__wbindgen_describe")),
-        "a warning names the import: {json}"
-    );
+    assert!(warnings.iter().any(|w| w.to_string().contains("__wbindgen_describe")), "a warning names the import: {json}");
     let resp = node.get("/bindgen").await;
     assert_eq!((resp.status, resp.text().as_str()), (200, "still fine"), "{resp:?}");
 

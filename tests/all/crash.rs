@@ -65,9 +65,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let writes: Vec<_> = (0..40)
         .map(|i| {
             let http = node.http;
-            tokio::spawn(async move {
-                request(http, "PATCH", "/kv/log", None, &[], Bytes::from(format!("{},", i % 10))).await.status
-            })
+            tokio::spawn(async move { request(http, "PATCH", "/kv/log", None, &[], Bytes::from(format!("{},", i % 10))).await.status })
         })
         .collect();
     for write in writes {

@@ -128,9 +128,7 @@ async fn concurrent_requests_each_get_their_own_outcome() {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let path = if i % 2 == 0 { "/hello" } else { "/crasher" };
-            tokio::spawn(
-                async move { (path, crate::harness::request(addr, "GET", path, None, &[], Bytes::new()).await) },
-            )
+            tokio::spawn(async move { (path, crate::harness::request(addr, "GET", path, None, &[], Bytes::new()).await) })
         })
         .collect();
     for task in tasks {

@@ -63,11 +63,7 @@ impl fmt::Debug for Resp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.text();
         let shown: String = text.chars().take(600).collect();
-        f.debug_struct("Resp")
-            .field("status", &self.status)
-            .field("headers", &self.headers)
-            .field("body", &shown)
-            .finish()
+        f.debug_struct("Resp").field("status", &self.status).field("headers", &self.headers).field("body", &shown).finish()
     }
 }
 
@@ -176,14 +172,7 @@ impl TestNode {
         self.send("GET", path, Some(host), &[], Bytes::new()).await
     }
 
-    pub async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        host: Option<&str>,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Resp {
+    pub async fn send(&self, method: &str, path: &str, host: Option<&str>, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
         request(self.node.http_addr, method, path, host, headers, body).await
     }
 

@@ -261,10 +261,7 @@ async fn dns_answers_names_on_the_list_only() {
     assert_eq!(resp.status, 200, "{resp:?}");
     let answer = Message::from_vec(&resp.body).expect("a wire-format answer");
     assert_eq!(answer.metadata.id, query.metadata.id);
-    assert!(
-        answer.answers.iter().any(|record| matches!(&record.data, RData::A(a) if a.0 == std::net::Ipv4Addr::LOCALHOST)),
-        "{answer:?}"
-    );
+    assert!(answer.answers.iter().any(|record| matches!(&record.data, RData::A(a) if a.0 == std::net::Ipv4Addr::LOCALHOST)), "{answer:?}");
     assert_eq!(raw("_default", query.to_vec().unwrap()).await.text(), "0Z", "not on this site's list");
     assert_eq!(raw(ALLOWED, b"not a dns message".to_vec()).await.text(), "0Z", "garbage");
     node.assert_still_serving().await;

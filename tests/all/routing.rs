@@ -120,10 +120,7 @@ async fn site_limits_override_the_defaults() {
     let resp = node.get("/spin").await;
     let default_elapsed = start.elapsed();
     node.assert_error(&resp, 504, "timeout", "spin");
-    assert!(
-        default_elapsed >= Duration::from_millis(1300),
-        "_default keeps the 1500 ms default, but gave up after {default_elapsed:?}"
-    );
+    assert!(default_elapsed >= Duration::from_millis(1300), "_default keeps the 1500 ms default, but gave up after {default_elapsed:?}");
     node.assert_still_serving().await;
     node.stop().await;
 }

@@ -11,7 +11,13 @@ use crate::executor::{DeadlineExceeded, Sandbox};
 use crate::outbound::{DnsError, MAX_QUERY_BYTES, SiteNet};
 
 /// Writes the failure result (pointer and length 0), logs the reason, answers 0.
-fn fail(caller: &mut Caller<'_, Sandbox>, call: &'static str, ptr_p: i32, len_p: i32, reason: impl std::fmt::Display) -> wasmtime::Result<i32> {
+fn fail(
+    caller: &mut Caller<'_, Sandbox>,
+    call: &'static str,
+    ptr_p: i32,
+    len_p: i32,
+    reason: impl std::fmt::Display,
+) -> wasmtime::Result<i32> {
     hand_out_nothing(caller, ptr_p, len_p, call)?;
     log_failure(caller, call, reason);
     Ok(0)
@@ -56,7 +62,13 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                         hand_out_list(&mut caller, ptr_p, count_p, &octets, CALL).await?;
                         Ok(1)
                     }
-                    Ok(_) => fail(&mut caller, CALL, ptr_p, count_p, format!("{name} has no {} address", if ipv6 != 0 { "IPv6" } else { "IPv4" })),
+                    Ok(_) => fail(
+                        &mut caller,
+                        CALL,
+                        ptr_p,
+                        count_p,
+                        format!("{name} has no {} address", if ipv6 != 0 { "IPv6" } else { "IPv4" }),
+                    ),
                     Err(reason) => fail(&mut caller, CALL, ptr_p, count_p, reason),
                 }
             })
@@ -69,7 +81,13 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
             Box::new(async move {
                 const CALL: &str = "hostcall_dns_query_raw";
                 if usize::try_from(query_len).is_ok_and(|len| len > MAX_QUERY_BYTES) {
-                    return fail(&mut caller, CALL, ptr_p, len_p, format!("query of {query_len} bytes is over the limit of {MAX_QUERY_BYTES}"));
+                    return fail(
+                        &mut caller,
+                        CALL,
+                        ptr_p,
+                        len_p,
+                        format!("query of {query_len} bytes is over the limit of {MAX_QUERY_BYTES}"),
+                    );
                 }
                 let query = read(&caller, query_ptr, query_len, CALL)?;
                 let (Some(net), deadline) = context(&caller) else {

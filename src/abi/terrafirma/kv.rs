@@ -52,11 +52,15 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::
     add_write(linker, "hostcall_kvstore_insert", WriteKind::Insert)?;
     add_write(linker, "hostcall_kvstore_upsert", WriteKind::Upsert)?;
     add_write(linker, "hostcall_kvstore_append", WriteKind::Append)?;
-    linker.func_wrap(MODULE, "hostcall_kvstore_remove", |caller: Caller<'_, Sandbox>, key_ptr: i32, key_len: i32| -> wasmtime::Result<i32> {
-        const CALL: &str = "hostcall_kvstore_remove";
-        let key = read(&caller, key_ptr, key_len, CALL)?;
-        write(&caller, CALL, WriteKind::Remove, key, Vec::new())
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "hostcall_kvstore_remove",
+        |caller: Caller<'_, Sandbox>, key_ptr: i32, key_len: i32| -> wasmtime::Result<i32> {
+            const CALL: &str = "hostcall_kvstore_remove";
+            let key = read(&caller, key_ptr, key_len, CALL)?;
+            write(&caller, CALL, WriteKind::Remove, key, Vec::new())
+        },
+    )?;
     reentrant!(linker, mode, "hostcall_kvstore_get", |caller, ptr_p: i32, len_p: i32, key_ptr: i32, key_len: i32| {
         const CALL: &str = "hostcall_kvstore_get";
         let key = read(&caller, key_ptr, key_len, CALL)?;

@@ -103,14 +103,7 @@ pub struct Outbound {
 
 impl Default for Outbound {
     fn default() -> Self {
-        Outbound {
-            net: None,
-            requests: Slots::new(1),
-            responses: Slots::new(1),
-            pending: Slots::new(1),
-            created: 0,
-            budget: None,
-        }
+        Outbound { net: None, requests: Slots::new(1), responses: Slots::new(1), pending: Slots::new(1), created: 0, budget: None }
     }
 }
 
@@ -132,9 +125,9 @@ fn refuse(caller: &Caller<'_, Sandbox>, call: &'static str, reason: impl Display
 fn spawn(caller: &mut Caller<'_, Sandbox>, net: &SiteNet, request: Request<Bytes>) -> Task {
     let (net, deadline) = (net.net.clone(), deadline(caller));
     let (max_body, budget) = body_limits(caller);
-    Task(tokio::spawn(async move {
-        timeout_at(deadline, net.send(request, max_body, &budget)).await.unwrap_or(Err(OutboundError::Deadline))
-    }))
+    Task(tokio::spawn(
+        async move { timeout_at(deadline, net.send(request, max_body, &budget)).await.unwrap_or(Err(OutboundError::Deadline)) },
+    ))
 }
 
 /// A finished send as the guest sees it: a response handle, or `-1`. Past
@@ -224,7 +217,13 @@ fn add_requests(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     linker.func_wrap(
         MODULE,
         "hostcall_req_set_header",
-        |mut caller: Caller<'_, Sandbox>, req: i32, name_ptr: i32, name_len: i32, values_ptr: i32, values_count: i32| -> wasmtime::Result<i32> {
+        |mut caller: Caller<'_, Sandbox>,
+         req: i32,
+         name_ptr: i32,
+         name_len: i32,
+         values_ptr: i32,
+         values_count: i32|
+         -> wasmtime::Result<i32> {
             const CALL: &str = "hostcall_req_set_header";
             let name = read(&caller, name_ptr, name_len, CALL)?;
             let values = read_slices(&caller, values_ptr, values_count, CALL)?;
@@ -369,7 +368,12 @@ fn add_responses(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Resu
         let names: Vec<Bytes> = headers::names(&response(&caller, CALL, resp)?.headers).collect();
         hand_out_list(&mut caller, names_p, count_p, &names, CALL).await
     })?;
-    reentrant!(linker, mode, "hostcall_resp_get_header", |caller, values_p: i32, count_p: i32, resp: i32, name_ptr: i32, name_len: i32| {
+    reentrant!(linker, mode, "hostcall_resp_get_header", |caller,
+                                                          values_p: i32,
+                                                          count_p: i32,
+                                                          resp: i32,
+                                                          name_ptr: i32,
+                                                          name_len: i32| {
         const CALL: &str = "hostcall_resp_get_header";
         let name = read(&caller, name_ptr, name_len, CALL)?;
         let values = headers::values(&response(&caller, CALL, resp)?.headers, &name);

@@ -24,9 +24,8 @@ fn incoming<'a>(caller: &'a Caller<'_, Sandbox>, handle: i32, call: &'static str
 
 /// Distinct header names, lower case, the node's client-ip headers included.
 fn header_names(request: &GuestRequest) -> Vec<Bytes> {
-    let mut names: Vec<Bytes> = headers::names(&request.headers)
-        .filter(|name| !CLIENT_IP_HEADERS.iter().any(|ip| ip.as_bytes() == name.as_ref()))
-        .collect();
+    let mut names: Vec<Bytes> =
+        headers::names(&request.headers).filter(|name| !CLIENT_IP_HEADERS.iter().any(|ip| ip.as_bytes() == name.as_ref())).collect();
     names.extend(CLIENT_IP_HEADERS.iter().map(|name| Bytes::from_static(name.as_bytes())));
     names
 }

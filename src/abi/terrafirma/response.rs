@@ -10,20 +10,16 @@ use super::{HostcallError, HostcallStatus, MODULE, headers};
 use crate::executor::Sandbox;
 
 pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        MODULE,
-        "hostcall_resp_set_response_code",
-        |mut caller: Caller<'_, Sandbox>, resp: i32, code: i32| -> i32 {
-            let status = u16::try_from(code).ok().filter(|code| (100..=999).contains(code)).and_then(|code| StatusCode::from_u16(code).ok());
-            match (resp, status) {
-                (0, Some(status)) => {
-                    caller.data_mut().session.response.status = status;
-                    HostcallStatus::Ok.into()
-                }
-                _ => HostcallStatus::Invalid.into(),
+    linker.func_wrap(MODULE, "hostcall_resp_set_response_code", |mut caller: Caller<'_, Sandbox>, resp: i32, code: i32| -> i32 {
+        let status = u16::try_from(code).ok().filter(|code| (100..=999).contains(code)).and_then(|code| StatusCode::from_u16(code).ok());
+        match (resp, status) {
+            (0, Some(status)) => {
+                caller.data_mut().session.response.status = status;
+                HostcallStatus::Ok.into()
             }
-        },
-    )?;
+            _ => HostcallStatus::Invalid.into(),
+        }
+    })?;
     linker.func_wrap(
         MODULE,
         "hostcall_resp_set_header",

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use wasmtime::{Func, Memory, Table, TypedFunc};
 
-use crate::executor::{GuestRequest, GuestResponse};
 use super::outbound::Outbound;
+use crate::executor::{GuestRequest, GuestResponse};
 use crate::kv::SiteKv;
 
 #[derive(Default)]
