@@ -31,9 +31,6 @@ duration=${DURATION:-8}
 rounds=${ROUNDS:-2}
 warmup=${WARMUP:-2}
 connections=${CONNECTIONS:-32}
-node_port=${NODE_PORT:-18080}
-admin_port=${NODE_ADMIN_PORT:-18081}
-native_port=${NATIVE_PORT:-18090}
 require_numbers duration rounds warmup connections node_port admin_port native_port
 if [ "$duration" -lt 1 ] || [ "$rounds" -lt 1 ]; then
   die "DURATION and ROUNDS must be at least 1"

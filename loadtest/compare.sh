@@ -27,9 +27,6 @@ warmup=${WARMUP:-2}
 threads=${THREADS:-1}
 connections=${CONNECTIONS:-32}
 prewarm=${PREWARM:-0}
-node_port=${NODE_PORT:-18080}
-admin_port=${NODE_ADMIN_PORT:-18081}
-native_port=${NATIVE_PORT:-18090}
 require_numbers duration rounds warmup threads connections prewarm node_port admin_port native_port
 if [ "$duration" -lt 1 ] || [ "$rounds" -lt 1 ]; then
   die "DURATION and ROUNDS must be at least 1"

@@ -25,8 +25,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 duration=${DURATION:-6}
 rounds=${ROUNDS:-2}
 connections=${CONNECTIONS:-32}
-node_port=${NODE_PORT:-18080}
-admin_port=${NODE_ADMIN_PORT:-18081}
 require_numbers duration rounds connections node_port admin_port
 [ "$duration" -ge 4 ] || die "DURATION must be at least 4 (CPU is sampled between its first and last second)"
 [ "$rounds" -ge 1 ] || die "ROUNDS must be at least 1"

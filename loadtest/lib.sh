@@ -14,6 +14,11 @@ require_numbers() {
   done
 }
 
+# Ports every script uses: NODE_PORT, NODE_ADMIN_PORT, NATIVE_PORT.
+node_port=${NODE_PORT:-18080}
+admin_port=${NODE_ADMIN_PORT:-18081}
+native_port=${NATIVE_PORT:-18090}
+
 # NODE_BIN: measure another build of the node (e.g. an earlier commit's).
 node_bin=${NODE_BIN:-$root/target/release/terrafirma}
 native_bin=$root/loadtest/native-hello/target/release/native-hello

@@ -160,11 +160,12 @@ impl Sandbox {
 
 /// Gives the store a full tank of fuel and a deadline starting now.
 pub fn arm(store: &mut Store<Sandbox>, limits: &SandboxLimits) {
-    store.data_mut().deadline = Instant::now() + limits.timeout;
-    store.data_mut().ticks = 0;
-    store.data_mut().memory_cap.cap = limits.memory_bytes;
-    store.data_mut().session.max_response_bytes = limits.max_response_bytes;
-    store.data_mut().session.max_request_bytes = limits.max_request_bytes;
+    let sandbox = store.data_mut();
+    sandbox.deadline = Instant::now() + limits.timeout;
+    sandbox.ticks = 0;
+    sandbox.memory_cap.cap = limits.memory_bytes;
+    sandbox.session.max_response_bytes = limits.max_response_bytes;
+    sandbox.session.max_request_bytes = limits.max_request_bytes;
     store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
     store.set_epoch_deadline(1);
 }

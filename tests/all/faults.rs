@@ -3,15 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::harness::{Resp, TestNode, fixture};
-
-/// Requests `/spin` in the background; its answer comes at the deadline.
-fn spin_in_background(node: &TestNode) -> tokio::task::JoinHandle<Resp> {
-    let addr = node.node.http_addr;
-    tokio::spawn(async move { crate::harness::request(addr, "GET", "/spin", None, &[], Bytes::new()).await })
-}
 
 /// Deploys `fixture` as `module`, requests it, checks the error, then checks
 /// that the node still serves an ordinary guest.
@@ -124,15 +116,14 @@ async fn concurrent_requests_each_get_their_own_outcome() {
     node.deploy_ok("_default", "hello", fixture("hello")).await;
     node.deploy_ok("_default", "crasher", fixture("unreachable")).await;
 
-    let addr = node.node.http_addr;
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let path = if i % 2 == 0 { "/hello" } else { "/crasher" };
-            tokio::spawn(async move { (path, crate::harness::request(addr, "GET", path, None, &[], Bytes::new()).await) })
+            (path, node.get_in_background(path))
         })
         .collect();
-    for task in tasks {
-        let (path, resp) = task.await.expect("request task");
+    for (path, task) in tasks {
+        let resp = task.await.expect("request task");
         match path {
             "/hello" => {
                 assert_eq!(resp.status, 200, "{resp:?}");
@@ -157,7 +148,7 @@ async fn no_free_instance_slot_is_overloaded() {
     node.deploy_ok("_default", "hello", fixture("hello")).await;
 
     // The spinning guest holds the only slot for two seconds.
-    let spinning = spin_in_background(&node);
+    let spinning = node.get_in_background("/spin");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let resp = node.get("/hello").await;
     node.assert_error(&resp, 503, "overloaded", "hello");
@@ -180,7 +171,7 @@ async fn spinning_guests_called_directly_do_not_hold_up_other_requests() {
     .await;
     node.deploy_ok("_default", "spin", fixture("spin")).await;
     node.deploy_ok("_default", "hello", fixture("hello")).await;
-    let spinners: Vec<_> = (0..4).map(|_| spin_in_background(&node)).collect();
+    let spinners: Vec<_> = (0..4).map(|_| node.get_in_background("/spin")).collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let hello = node.get("/hello").await;
     assert_eq!(hello.status, 200, "{hello:?}");

@@ -168,6 +168,12 @@ impl TestNode {
         self.send("GET", path, None, &[], Bytes::new()).await
     }
 
+    /// `GET path` on a task of its own, for requests that must overlap.
+    pub fn get_in_background(&self, path: &'static str) -> tokio::task::JoinHandle<Resp> {
+        let addr = self.node.http_addr;
+        tokio::spawn(async move { request(addr, "GET", path, None, &[], Bytes::new()).await })
+    }
+
     pub async fn get_on(&self, host: &str, path: &str) -> Resp {
         self.send("GET", path, Some(host), &[], Bytes::new()).await
     }
