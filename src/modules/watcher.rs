@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -27,7 +28,7 @@ impl DropFolder {
     pub fn start(store: Arc<ModuleStore>) -> DropFolder {
         let (events, mut wake) = mpsc::channel::<()>(1);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            if event.is_ok_and(|event| may_change_a_module(event.kind)) {
                 let _ = events.try_send(());
             }
         })
@@ -52,6 +53,18 @@ impl DropFolder {
     }
 }
 
+/// Whether a file event may mean a module was added, changed or removed.
+/// Opening or reading a file or folder does not: the scan itself opens
+/// every site's folder, and waking on that would scan again and again,
+/// one `QUIET` apart, for as long as the node runs.
+fn may_change_a_module(kind: EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 impl DropFolder {
     /// Stops watching and waits until no scan is running.
     pub async fn stop(self) {
@@ -63,5 +76,33 @@ impl DropFolder {
 impl Drop for DropFolder {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn writes_creations_renames_and_removals_wake_the_scan_opens_and_reads_do_not() {
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Any,
+        ] {
+            assert!(may_change_a_module(kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+        ] {
+            assert!(!may_change_a_module(kind), "{kind:?}");
+        }
     }
 }
