@@ -1,7 +1,7 @@
 //! The drop folder: a `.wasm` copied into `DATA/sites/SITE/` is served, an
 //! overwritten one is replaced, a deleted one stops being served. File
-//! events trigger a scan after a short quiet period; a slow periodic scan
-//! covers anything the events miss.
+//! events that may change a module trigger a scan after a short quiet
+//! period; a slow periodic scan covers anything the events miss.
 
 use std::sync::Arc;
 use std::time::Duration;
