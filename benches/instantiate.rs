@@ -9,6 +9,11 @@
 //! - `bare/sync` and `bare/async`: wasmtime alone, a `Store<()>` with fuel
 //!   and an epoch deadline, the import stubbed: the floor under the
 //!   executor, called directly and on a fiber (the two call modes).
+//!
+//! And `kv_request`: the same fresh-instance request for hello and for
+//! `loadtest/guests/hello_kv.wat` (hello plus one KV get and one insert,
+//! on a store in a temporary folder): what a get + insert costs a request
+//! without HTTP around it (`loadtest/abi.sh` measures it with HTTP).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use http::{HeaderMap, Method};
 use terrafirma::config::{Config, Limits};
 use terrafirma::engine::EngineShape;
 use terrafirma::executor::{GuestRequest, Handler, HandlerConfig, SandboxLimits};
+use terrafirma::kv::KvStores;
 use terrafirma::modules::artifact::compile_in_memory;
 use terrafirma::modules::prepare::prepare;
 use terrafirma::runtime::Runtime;
@@ -61,6 +67,30 @@ fn instantiate_strategies(c: &mut Criterion) {
     group.finish();
 }
 
+fn kv_request(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = Runtime::new(EngineShape::from_config(&Config::default())).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let stores = KvStores::new(folder.path().to_owned()).unwrap();
+    let limits = SandboxLimits::from(&Limits::default());
+    let mut group = c.benchmark_group("kv_request");
+    for (name, wat) in [("hello", HELLO), ("hello_kv", include_str!("../loadtest/guests/hello_kv.wat"))] {
+        let prepared = prepare(wat.as_bytes()).unwrap();
+        let module = compile_in_memory(&runtime, &prepared).unwrap();
+        let kv = stores.site("bench", limits.max_response_bytes);
+        let config = HandlerConfig { label: Arc::from(format!("bench/{name}")), limits, prewarm: 0, kv: Some(kv), net: None };
+        let (handler, _) = Handler::new(&runtime, module, prepared.abi, config).unwrap();
+        group.bench_function(format!("executor/{name}"), |b| {
+            b.to_async(&tokio).iter(|| async {
+                let response = handler.handle(request()).await.unwrap();
+                assert_eq!(response.body.len(), 13);
+            })
+        });
+    }
+    group.finish();
+    tokio.block_on(stores.close());
+}
+
 fn bare_wasmtime(c: &mut Criterion) {
     use wasmtime::{Linker, Module, Store};
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -95,5 +125,5 @@ fn bare_wasmtime(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, instantiate_strategies, bare_wasmtime);
+criterion_group!(benches, instantiate_strategies, bare_wasmtime, kv_request);
 criterion_main!(benches);
