@@ -19,12 +19,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use terrafirma::config::{Config, Limits};
 use terrafirma::engine::EngineShape;
 use terrafirma::executor::{GuestRequest, Handler, HandlerConfig, SandboxLimits};
-use terrafirma::kv::KvStores;
+use terrafirma::kv::{KvStores, SiteKv};
 use terrafirma::modules::artifact::compile_in_memory;
 use terrafirma::modules::prepare::prepare;
 use terrafirma::runtime::Runtime;
@@ -46,23 +47,32 @@ fn request() -> GuestRequest {
     }
 }
 
+/// A handler for `wat` as the node deploys it.
+fn handler(runtime: &Arc<Runtime>, wat: &str, name: &str, prewarm: u32, kv: Option<Arc<SiteKv>>) -> Handler {
+    let prepared = prepare(wat.as_bytes()).unwrap();
+    let module = compile_in_memory(runtime, &prepared).unwrap();
+    let limits = SandboxLimits::from(&Limits::default());
+    let config = HandlerConfig { label: Arc::from(format!("bench/{name}")), limits, prewarm, kv, net: None };
+    Handler::new(runtime, module, prepared.abi, config).unwrap().0
+}
+
+/// One request through `handler` per iteration; each answer is hello's body.
+fn bench_requests(group: &mut BenchmarkGroup<'_, WallTime>, tokio: &tokio::runtime::Runtime, id: &str, handler: &Handler) {
+    group.bench_function(id, |b| {
+        b.to_async(tokio).iter(|| async {
+            let response = handler.handle(request()).await.unwrap();
+            assert_eq!(response.body.len(), 13);
+        })
+    });
+}
+
 fn instantiate_strategies(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let config = Config::default();
-    let runtime = Runtime::new(EngineShape::from_config(&config)).unwrap();
-    let prepared = prepare(HELLO.as_bytes()).unwrap();
-    let limits = SandboxLimits::from(&Limits::default());
+    let runtime = Runtime::new(EngineShape::from_config(&Config::default())).unwrap();
     let mut group = c.benchmark_group("hello_instantiate_run");
     for (strategy, prewarm) in [("fresh", 0), ("prewarm", 4)] {
-        let module = compile_in_memory(&runtime, &prepared).unwrap();
-        let config = HandlerConfig { label: Arc::from("bench/hello"), limits, prewarm, kv: None, net: None };
-        let (handler, _) = Handler::new(&runtime, module, prepared.abi, config).unwrap();
-        group.bench_function(format!("executor/{strategy}"), |b| {
-            b.to_async(&tokio).iter(|| async {
-                let response = handler.handle(request()).await.unwrap();
-                assert_eq!(response.body.len(), 13);
-            })
-        });
+        let handler = handler(&runtime, HELLO, "hello", prewarm, None);
+        bench_requests(&mut group, &tokio, &format!("executor/{strategy}"), &handler);
     }
     group.finish();
 }
@@ -72,20 +82,11 @@ fn kv_request(c: &mut Criterion) {
     let runtime = Runtime::new(EngineShape::from_config(&Config::default())).unwrap();
     let folder = tempfile::tempdir().unwrap();
     let stores = KvStores::new(folder.path().to_owned()).unwrap();
-    let limits = SandboxLimits::from(&Limits::default());
     let mut group = c.benchmark_group("kv_request");
     for (name, wat) in [("hello", HELLO), ("hello_kv", include_str!("../loadtest/guests/hello_kv.wat"))] {
-        let prepared = prepare(wat.as_bytes()).unwrap();
-        let module = compile_in_memory(&runtime, &prepared).unwrap();
-        let kv = stores.site("bench", limits.max_response_bytes);
-        let config = HandlerConfig { label: Arc::from(format!("bench/{name}")), limits, prewarm: 0, kv: Some(kv), net: None };
-        let (handler, _) = Handler::new(&runtime, module, prepared.abi, config).unwrap();
-        group.bench_function(format!("executor/{name}"), |b| {
-            b.to_async(&tokio).iter(|| async {
-                let response = handler.handle(request()).await.unwrap();
-                assert_eq!(response.body.len(), 13);
-            })
-        });
+        let kv = stores.site("bench", SandboxLimits::from(&Limits::default()).max_response_bytes);
+        let handler = handler(&runtime, wat, name, 0, Some(kv));
+        bench_requests(&mut group, &tokio, &format!("executor/{name}"), &handler);
     }
     group.finish();
     tokio.block_on(stores.close());

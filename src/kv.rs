@@ -309,15 +309,22 @@ mod tests {
 
     use WriteKind::*;
 
+    /// The store of `site` (values up to `max_value` bytes) in a fresh
+    /// folder, with the folder and the stores that hold it.
+    fn open(site: &str, max_value: usize) -> (tempfile::TempDir, KvStores, Arc<SiteKv>) {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let kv = stores.site(site, max_value);
+        (dir, stores, kv)
+    }
+
     async fn w(kv: &SiteKv, kind: WriteKind, key: &[u8], value: &[u8]) -> Result<bool, KvError> {
         kv.write(kind, key.to_vec(), value.to_vec())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_are_all_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
-        let kv = stores.site("b.test", 64);
+        let (_dir, stores, kv) = open("b.test", 64);
         let tasks: Vec<_> = (0..100)
             .map(|_| {
                 let kv = kv.clone();
@@ -342,9 +349,7 @@ mod tests {
 
     #[tokio::test]
     async fn semantics_and_limits() {
-        let dir = tempfile::tempdir().unwrap();
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
-        let kv = stores.site("a.test", 8);
+        let (_dir, stores, kv) = open("a.test", 8);
         assert!(w(&kv, Insert, b"k", b"1").await.unwrap());
         assert!(!w(&kv, Insert, b"k", b"2").await.unwrap());
         assert!(!w(&kv, Upsert, b"k", b"3").await.unwrap());
@@ -367,9 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn sizes_are_counted_and_kept_across_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
-        let kv = stores.site("s.test", 100);
+        let (dir, stores, kv) = open("s.test", 100);
         assert!(w(&kv, Insert, b"ab", b"12345").await.unwrap());
         assert!(!w(&kv, Append, b"ab", b"6").await.unwrap());
         assert!(w(&kv, Insert, b"c", b"1").await.unwrap());
@@ -385,9 +388,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn data_over_several_memtables_is_all_there_after_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
-        let kv = stores.site("m.test", 64 << 10);
+        let (dir, stores, kv) = open("m.test", 64 << 10);
         let value = |i: u32| vec![i as u8; 64 << 10];
         let writes = (3 * MEMTABLE_BYTES / (64 << 10)) as u32;
         for i in 0..writes {
@@ -411,9 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_ordinary_store_has_no_backlog_a_closed_one_none_to_wait_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
-        let kv = stores.site("w.test", 8);
+        let (_dir, stores, kv) = open("w.test", 8);
         assert!(w(&kv, Insert, b"k", b"v").await.unwrap());
         assert!(!kv.write_may_wait());
         stores.close().await;
@@ -422,9 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_syncer_finds_fjalls_journal_where_it_looks() {
-        let dir = tempfile::tempdir().unwrap();
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
-        let kv = stores.site("j.test", 8);
+        let (_dir, stores, kv) = open("j.test", 8);
         assert!(w(&kv, Insert, b"k", b"v").await.unwrap());
         {
             let open = lock(&stores.open);
@@ -438,9 +435,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_releases_the_database_even_while_the_store_is_still_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
-        let held = stores.site("c.test", 8);
+        let (dir, stores, held) = open("c.test", 8);
         assert!(w(&held, Insert, b"k", b"v").await.unwrap());
         stores.close().await;
         assert!(matches!(w(&held, Insert, b"k", b"w").await, Err(KvError::Storage(_))), "closed for writes");
