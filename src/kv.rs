@@ -2,23 +2,20 @@
 //! under `DATA/kv/`, one keyspace per site, shared by all of the site's
 //! modules and invisible to other sites.
 //!
-//! A write is in fjall's journal, in the operating system's buffers, before
-//! the guest sees it succeed: it survives `kill -9` of the node. A syncer
-//! thread fsyncs the journal within `SYNC_INTERVAL` of a write, which bounds
-//! what a power loss can take, without making writers wait for the disk
-//! (`sync_journals`); a clean shutdown syncs everything.
+//! A write is readable when its call returns, and durable (it survives
+//! `kill -9` of the node) before anything of its request leaves the node;
+//! `journal` says how, and how a power loss is bounded.
+
+mod journal;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use journal::{Journal, Syncer};
 
 /// Longest key (ABI: keys are short strings, up to 1 KiB).
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -36,8 +33,6 @@ const MEMTABLE_BYTES: u64 = 8 << 20;
 /// from 4 sealed memtables or 30 L0 runs on), with a margin.
 const BACKLOG_SEALED_MEMTABLES: usize = 3;
 const BACKLOG_L0_TABLES: usize = 25;
-/// Longest time between a write and the fsync of the journal holding it.
-const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
@@ -65,10 +60,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The open database and what keeps its journal synced.
 struct Open {
-    db: Database,
-    dirty: Arc<AtomicBool>,
-    stop_syncer: mpsc::Sender<()>,
-    syncer: std::thread::JoinHandle<()>,
+    journal: Arc<Journal>,
+    syncer: Syncer,
+}
+
+/// How a site's keyspace is made: writes leave their records in the
+/// journal's buffer for `Journal::flush`. (A keyspace keeps the options it
+/// was created with: one made by an earlier build writes out every record
+/// at once, which is slower and as durable.)
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES).manual_journal_persist(true)
 }
 
 /// The node's stores: the database opens on first use (so `terrafirma run`
@@ -97,7 +98,7 @@ impl KvStores {
                     e
                 });
                 let state = state.ok();
-                let reads = ArcSwapOption::from(state.as_ref().map(|state| Arc::new(state.data.clone())));
+                let reads = ArcSwapOption::from(state.as_ref().map(|state| state.live.clone()));
                 Arc::new(SiteKv { max_value, reads, state: Mutex::new(state) })
             })
             .clone()
@@ -108,8 +109,8 @@ impl KvStores {
         if open.is_none() {
             *open = Some(self.open_db()?);
         }
-        let Open { db, dirty, .. } = open.as_ref().expect("opened above");
-        let data = db.keyspace(site, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)).map_err(storage)?;
+        let journal = &open.as_ref().expect("opened above").journal;
+        let data = journal.db.keyspace(site, keyspace_options).map_err(storage)?;
         // Counted once per site and node start rather than written with
         // every change: a second record per write would double the work.
         let mut stored = 0;
@@ -117,18 +118,14 @@ impl KvStores {
             let (key, value) = entry.into_inner().map_err(storage)?;
             stored += (key.len() + value.len()) as u64;
         }
-        Ok(SiteState { data, stored, dirty: dirty.clone() })
+        Ok(SiteState { live: Arc::new(Live { data, journal: journal.clone() }), stored })
     }
 
     fn open_db(&self) -> Result<Open, KvError> {
         let db = Database::builder(&self.dir).open().map_err(storage)?;
-        let dirty = Arc::new(AtomicBool::new(false));
-        let (stop_syncer, stop) = mpsc::channel();
-        let syncer = {
-            let (db, dir, dirty) = (db.clone(), self.dir.clone(), dirty.clone());
-            std::thread::Builder::new().name("kv-sync".into()).spawn(move || sync_loop(&db, &dir, &dirty, &stop)).map_err(storage)?
-        };
-        Ok(Open { db, dirty, stop_syncer, syncer })
+        let journal = Arc::new(Journal::new(db));
+        let syncer = Syncer::start(journal.clone(), self.dir.clone())?;
+        Ok(Open { journal, syncer })
     }
 
     /// Closes every store: later operations on them fail, the journal is
@@ -142,13 +139,12 @@ impl KvStores {
                 kv.reads.store(None);
                 lock(&kv.state).take();
             }
-            if let Some(Open { db, stop_syncer, syncer, .. }) = open {
-                drop(stop_syncer);
-                let _ = syncer.join();
-                if let Err(e) = db.persist(PersistMode::SyncAll) {
+            if let Some(Open { journal, syncer }) = open {
+                syncer.stop();
+                if let Err(e) = journal.db.persist(PersistMode::SyncAll) {
                     tracing::error!("KV: the final sync failed: {e}");
                 }
-                drop(db);
+                drop(journal);
             }
         });
         if let Err(e) = closing.await {
@@ -157,75 +153,27 @@ impl KvStores {
     }
 }
 
-/// Fsyncs the journal every `SYNC_INTERVAL` when something was written,
-/// until the sender is dropped.
-fn sync_loop(db: &Database, dir: &Path, dirty: &AtomicBool, stop: &mpsc::Receiver<()>) {
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(SYNC_INTERVAL) {
-        if dirty.swap(false, Ordering::AcqRel)
-            && let Err(e) = sync_journals(db, dir)
-        {
-            dirty.store(true, Ordering::Release);
-            tracing::error!("KV: syncing the journal failed: {e}");
-        }
-    }
-}
-
-/// Makes every write acknowledged so far survive a power loss, without
-/// holding up the writes that come meanwhile.
-///
-/// fjall's own `persist(SyncAll)` fsyncs its journal while holding the
-/// journal's lock, so every write, and on a directly called guest the whole
-/// worker thread with every request on it, waits for the disk: 2.5 to 6 ms
-/// every `SYNC_INTERVAL` on this project's machine, far longer on a slow
-/// disk. Instead fjall only flushes its buffer under the lock (each write
-/// already did), and the journal files (`*.jnl` in the database folder)
-/// are fsynced through descriptors of our own: fsync writes back all of a
-/// file's pages, whichever descriptor wrote them. A journal fjall has
-/// sealed was synced by fjall as it sealed it; one deleted meanwhile holds
-/// nothing unflushed. Should an fsync fail, fjall's own persist runs too:
-/// its descriptor sees the same write-back error and fjall stops taking
-/// writes, as it would have with its persist alone.
-fn sync_journals(db: &Database, dir: &Path) -> Result<usize, KvError> {
-    db.persist(PersistMode::Buffer).map_err(storage)?;
-    let mut synced = 0;
-    for entry in std::fs::read_dir(dir).map_err(storage)? {
-        let path = entry.map_err(storage)?.path();
-        if path.extension().is_none_or(|extension| extension != "jnl") {
-            continue;
-        }
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(storage(format!("{}: {e}", path.display()))),
-        };
-        if let Err(e) = file.sync_all() {
-            let _ = db.persist(PersistMode::SyncAll);
-            return Err(storage(format!("{}: {e}", path.display())));
-        }
-        synced += 1;
-    }
-    if synced == 0 {
-        // fjall keeps its journals elsewhere now: nothing would be synced.
-        return Err(storage(format!("no journal (*.jnl) in {}", dir.display())));
-    }
-    Ok(synced)
+/// A site's keyspace and the journal its records go to.
+struct Live {
+    data: Keyspace,
+    journal: Arc<Journal>,
 }
 
 /// One site's store.
 pub struct SiteKv {
     max_value: usize,
-    /// The keyspace as reads see it, without waiting for a write.
-    reads: ArcSwapOption<Keyspace>,
+    /// The store as reads see it, without waiting for a write; `None` once
+    /// closed.
+    reads: ArcSwapOption<Live>,
     /// `None` once closed (or if the database could not open). Writes hold
     /// the lock for their read-modify-write, so they apply one at a time.
     state: Mutex<Option<SiteState>>,
 }
 
 struct SiteState {
-    data: Keyspace,
+    live: Arc<Live>,
     /// Bytes of keys plus values stored.
     stored: u64,
-    dirty: Arc<AtomicBool>,
 }
 
 /// The writes of the ABI.
@@ -246,29 +194,49 @@ impl SiteKv {
         if key.len() > MAX_KEY_BYTES {
             return Err(KvError::KeyTooLong(key.len()));
         }
-        let data = self.reads.load();
-        Ok(data.as_ref().ok_or_else(closed)?.get(key).map_err(storage)?.map(|value| value.to_vec()))
+        let live = self.reads.load();
+        Ok(live.as_ref().ok_or_else(closed)?.data.get(key).map_err(storage)?.map(|value| value.to_vec()))
+    }
+
+    /// Makes every write this store's users may have seen, its own and any
+    /// other site's, survive `kill -9` of the node: called before anything
+    /// of a request that used the store leaves the node. A closed store
+    /// has nothing left to flush (closing synced the journal).
+    pub fn flush(&self) -> Result<(), KvError> {
+        self.reads.load().as_ref().map_or(Ok(()), |live| live.journal.flush())
+    }
+
+    /// `flush` at the end of a request. If there is anything to write out,
+    /// the other requests ready on this worker thread run first, up to
+    /// their own flush, so that one `write(2)` serves them all: under load
+    /// that is one for several requests instead of one each.
+    pub async fn flush_batched(&self) -> Result<(), KvError> {
+        if self.reads.load().as_ref().is_some_and(|live| live.journal.unflushed()) {
+            tokio::task::yield_now().await;
+        }
+        self.flush()
     }
 
     /// Whether a write now may wait for fjall to catch up with its flushes
     /// or compactions (see `BACKLOG_*`), so the caller should not make it on
     /// a thread other requests need.
     pub fn write_may_wait(&self) -> bool {
-        self.reads
-            .load()
-            .as_ref()
-            .is_some_and(|data| data.sealed_memtable_count() >= BACKLOG_SEALED_MEMTABLES || data.l0_table_count() >= BACKLOG_L0_TABLES)
+        self.reads.load().as_ref().is_some_and(|live| {
+            live.data.sealed_memtable_count() >= BACKLOG_SEALED_MEMTABLES || live.data.l0_table_count() >= BACKLOG_L0_TABLES
+        })
     }
 
-    /// Applies one write; it is in the journal (the OS's buffers) when this
-    /// returns `Ok`.
+    /// Applies one write: readable, and in the journal's buffer, when this
+    /// returns `Ok`; in the operating system's buffers after the next
+    /// `flush`.
     pub fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> Result<bool, KvError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(KvError::KeyTooLong(key.len()));
         }
         let mut state = lock(&self.state);
         let state = state.as_mut().ok_or_else(closed)?;
-        let old = state.data.get(&key).map_err(storage)?;
+        let live = &*state.live;
+        let old = live.data.get(&key).map_err(storage)?;
         let (new, answer) = match (kind, &old) {
             (WriteKind::Insert, _) => (Some(value), old.is_none()),
             (WriteKind::Upsert, Some(_)) => return Ok(false),
@@ -292,13 +260,13 @@ impl SiteKv {
         if new_size > old_size && total > MAX_SITE_BYTES {
             return Err(KvError::SiteFull);
         }
-        match new {
-            Some(value) => state.data.insert(key, value),
-            None => state.data.remove(key),
-        }
-        .map_err(storage)?;
+        live.journal
+            .write(|| match new {
+                Some(value) => live.data.insert(key, value),
+                None => live.data.remove(key),
+            })
+            .map_err(storage)?;
         state.stored = total;
-        state.dirty.store(true, Ordering::Release);
         Ok(answer)
     }
 }
@@ -425,10 +393,14 @@ mod tests {
         assert!(w(&kv, Insert, b"k", b"v").await.unwrap());
         {
             let open = lock(&stores.open);
-            let db = &open.as_ref().unwrap().db;
-            assert_eq!(sync_journals(db, &stores.dir).unwrap(), db.journal_count(), "every journal of fjall's is synced");
+            let journal = &open.as_ref().unwrap().journal;
+            assert_eq!(
+                journal::sync_journals(journal, &stores.dir).unwrap(),
+                journal.db.journal_count(),
+                "every journal of fjall's is synced"
+            );
             let empty = tempfile::tempdir().unwrap();
-            assert!(sync_journals(db, empty.path()).is_err(), "a folder without journals is an error, not a silent no-op");
+            assert!(journal::sync_journals(journal, empty.path()).is_err(), "a folder without journals is an error, not a silent no-op");
         }
         stores.close().await;
     }

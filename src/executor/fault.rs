@@ -18,13 +18,15 @@ pub enum FaultKind {
     Memory,
     Overloaded,
     BodyTooLarge,
+    /// The KV writes the request made or read could not be made durable.
+    Storage,
 }
 
 impl FaultKind {
     pub fn status(self) -> StatusCode {
         match self {
             FaultKind::NotFound => StatusCode::NOT_FOUND,
-            FaultKind::Trap | FaultKind::Fuel | FaultKind::Memory => StatusCode::INTERNAL_SERVER_ERROR,
+            FaultKind::Trap | FaultKind::Fuel | FaultKind::Memory | FaultKind::Storage => StatusCode::INTERNAL_SERVER_ERROR,
             FaultKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             FaultKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             FaultKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -41,6 +43,7 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Overloaded => "overloaded",
             FaultKind::BodyTooLarge => "body-too-large",
+            FaultKind::Storage => "storage",
         }
     }
 }

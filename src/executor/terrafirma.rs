@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use wasmtime::{ExternType, InstancePre, Module, ModuleExport, Store, TypedFunc};
 
@@ -151,7 +152,12 @@ impl Instantiator {
         if let Some(initialize) = &exports.initialize {
             let initialize = typed(&mut store, initialize);
             let result = self.call(&mut store, initialize).await;
-            outcome(&store, result)?;
+            if let Err(fault) = outcome(&store, result) {
+                // The error response leaves the node: what the guest wrote
+                // first must be durable (a failure is logged, the fault stands).
+                let _ = store.data().session.flush_kv();
+                return Err(fault);
+            }
         }
         let run = typed(&mut store, &exports.run);
         Ok(Ready { store, run })
@@ -162,9 +168,18 @@ impl Instantiator {
         arm(&mut store, &self.config.limits);
         store.data_mut().session.request = Some(request);
         let result = self.call(&mut store, run).await;
-        log_guest_output(&store);
-        outcome(&store, result)?;
-        Ok(std::mem::take(&mut store.data_mut().session.response))
+        let output = guest_output(&store);
+        let answer = outcome(&store, result).map(|()| std::mem::take(&mut store.data_mut().session.response));
+        // The slot goes back to the pool before the wait for the journal.
+        let session = std::mem::take(&mut store.data_mut().session);
+        drop(store);
+        // Nothing of the request leaves the node before its KV writes, and
+        // those it read, are durable: not its response, not its log lines.
+        let durable = session.flush_kv_batched().await;
+        log_output(&session.label, output);
+        let response = answer?;
+        durable.map_err(|_| Fault::new(FaultKind::Storage, "the KV store could not save the request's writes"))?;
+        Ok(response)
     }
 
     /// Calls `func` in the module's call mode.
@@ -195,12 +210,19 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
 }
 
+/// What the guest wrote to WASI stdout/stderr, for `log_output`.
+fn guest_output(store: &Store<Sandbox>) -> Option<Bytes> {
+    store.data().guest_log.as_ref().map(|log| log.contents())
+}
+
 /// Sends what the guest wrote to WASI stdout/stderr to the node's log.
-pub(super) fn log_guest_output(store: &Store<Sandbox>) {
-    let sandbox = store.data();
-    let Some(log) = &sandbox.guest_log else { return };
-    let output = log.contents();
+fn log_output(label: &str, output: Option<Bytes>) {
+    let Some(output) = output else { return };
     for line in String::from_utf8_lossy(&output).lines() {
-        tracing::info!(target: "guest", module = %sandbox.session.label, "{line}");
+        tracing::info!(target: "guest", module = %label, "{line}");
     }
+}
+
+pub(super) fn log_guest_output(store: &Store<Sandbox>) {
+    log_output(&store.data().session.label, guest_output(store));
 }

@@ -24,9 +24,14 @@ fn fail(
 }
 
 /// What a lookup needs, taken out of the store before awaiting: the
-/// site's network (`None`: DNS is not available here) and the deadline.
-fn context(caller: &Caller<'_, Sandbox>) -> (Option<SiteNet>, Instant) {
-    (caller.data().session.outbound.net.clone(), deadline(caller))
+/// site's network and the deadline (`Err`: why there is no lookup). A query
+/// goes out only once the KV writes the guest may have seen are durable (a
+/// name can carry what the guest read).
+fn context(caller: &Caller<'_, Sandbox>) -> Result<(SiteNet, Instant), &'static str> {
+    let session = &caller.data().session;
+    let net = session.outbound.net.clone().ok_or(UNAVAILABLE)?;
+    session.flush_kv().map_err(|_| "the KV store could not save the request's writes")?;
+    Ok((net, deadline(caller)))
 }
 
 /// Awaits a lookup; past the deadline the request ends with a timeout.
@@ -47,8 +52,9 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                 let Ok(name) = String::from_utf8(name) else {
                     return fail(&mut caller, CALL, ptr_p, count_p, "name is not valid UTF-8");
                 };
-                let (Some(net), deadline) = context(&caller) else {
-                    return fail(&mut caller, CALL, ptr_p, count_p, UNAVAILABLE);
+                let (net, deadline) = match context(&caller) {
+                    Ok(context) => context,
+                    Err(reason) => return fail(&mut caller, CALL, ptr_p, count_p, reason),
                 };
                 match within(deadline, net.net.resolver.query_ip(&net.allow, &name, ipv6 != 0)).await? {
                     Ok(addresses) if !addresses.is_empty() => {
@@ -90,8 +96,9 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                     );
                 }
                 let query = read(&caller, query_ptr, query_len, CALL)?;
-                let (Some(net), deadline) = context(&caller) else {
-                    return fail(&mut caller, CALL, ptr_p, len_p, UNAVAILABLE);
+                let (net, deadline) = match context(&caller) {
+                    Ok(context) => context,
+                    Err(reason) => return fail(&mut caller, CALL, ptr_p, len_p, reason),
                 };
                 match within(deadline, net.net.resolver.query_raw(&net.allow, &query)).await? {
                     Ok(answer) => {

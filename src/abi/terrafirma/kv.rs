@@ -1,6 +1,7 @@
 //! `hostcall_kvstore_*`: the site's durable KV store. A refused or failed
 //! operation answers 0 and the request goes on; the reason goes to the log.
-//! A write is in the store's journal before the call returns.
+//! A write is readable when the call returns, and durable before anything of
+//! the request leaves the node (`Session::flush_kv`).
 
 use std::sync::Arc;
 
@@ -11,8 +12,11 @@ use super::{HostcallError, MODULE, log_failure};
 use crate::executor::{CallMode, Sandbox, off_worker};
 use crate::kv::{KvError, SiteKv, WriteKind};
 
-fn store(caller: &Caller<'_, Sandbox>, call: &'static str) -> Result<Arc<SiteKv>, HostcallError> {
-    caller.data().session.kv.clone().ok_or(HostcallError::Unavailable(call))
+/// The site's store, noting that the request used it.
+fn store(caller: &mut Caller<'_, Sandbox>, call: &'static str) -> Result<Arc<SiteKv>, HostcallError> {
+    let session = &mut caller.data_mut().session;
+    session.kv_used = true;
+    session.kv.clone().ok_or(HostcallError::Unavailable(call))
 }
 
 /// The answer of a KV operation as the guest sees it: 1 or 0.
@@ -26,10 +30,9 @@ fn answer(caller: &Caller<'_, Sandbox>, call: &'static str, result: Result<bool,
     }
 }
 
-/// Applies a write; it is in the store's journal when this returns. A write
-/// that may have to wait for the store to catch up is made off the worker
-/// thread, so it holds up no other request.
-fn write(caller: &Caller<'_, Sandbox>, call: &'static str, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<i32> {
+/// Applies a write. A write that may have to wait for the store to catch up
+/// is made off the worker thread, so it holds up no other request.
+fn write(caller: &mut Caller<'_, Sandbox>, call: &'static str, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<i32> {
     let kv = store(caller, call)?;
     let result = if kv.write_may_wait() { off_worker(|| kv.write(kind, key, value)) } else { kv.write(kind, key, value) };
     Ok(answer(caller, call, result))
@@ -39,10 +42,10 @@ fn add_write(linker: &mut Linker<Sandbox>, call: &'static str, kind: WriteKind) 
     linker.func_wrap(
         MODULE,
         call,
-        move |caller: Caller<'_, Sandbox>, key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32| -> wasmtime::Result<i32> {
+        move |mut caller: Caller<'_, Sandbox>, key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32| -> wasmtime::Result<i32> {
             let key = read(&caller, key_ptr, key_len, call)?;
             let value = read(&caller, val_ptr, val_len, call)?;
-            write(&caller, call, kind, key, value)
+            write(&mut caller, call, kind, key, value)
         },
     )?;
     Ok(())
@@ -55,16 +58,16 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::
     linker.func_wrap(
         MODULE,
         "hostcall_kvstore_remove",
-        |caller: Caller<'_, Sandbox>, key_ptr: i32, key_len: i32| -> wasmtime::Result<i32> {
+        |mut caller: Caller<'_, Sandbox>, key_ptr: i32, key_len: i32| -> wasmtime::Result<i32> {
             const CALL: &str = "hostcall_kvstore_remove";
             let key = read(&caller, key_ptr, key_len, CALL)?;
-            write(&caller, CALL, WriteKind::Remove, key, Vec::new())
+            write(&mut caller, CALL, WriteKind::Remove, key, Vec::new())
         },
     )?;
     reentrant!(linker, mode, "hostcall_kvstore_get", |caller, ptr_p: i32, len_p: i32, key_ptr: i32, key_len: i32| {
         const CALL: &str = "hostcall_kvstore_get";
         let key = read(&caller, key_ptr, key_len, CALL)?;
-        let kv = store(&caller, CALL)?;
+        let kv = store(&mut caller, CALL)?;
         // Reads never wait for a write (see SiteKv::get).
         match kv.get(&key) {
             Ok(Some(value)) => {

@@ -8,7 +8,7 @@ use wasmtime::{Func, Memory, Table, TypedFunc};
 
 use super::outbound::Outbound;
 use crate::executor::{GuestRequest, GuestResponse};
-use crate::kv::SiteKv;
+use crate::kv::{KvError, SiteKv};
 
 #[derive(Default)]
 pub struct Session {
@@ -29,8 +29,37 @@ pub struct Session {
     /// The allocator registered with `hostcall_init_mm`.
     pub registered_malloc: Option<TypedFunc<i32, i32>>,
     pub panic_message: Option<String>,
-    /// The site's KV store; `None` where there is none (`terrafirma run`).
+    /// The site's KV store; `None` where there is none.
     pub kv: Option<Arc<SiteKv>>,
+    /// The guest has read or written the KV store.
+    pub kv_used: bool,
     /// Requests the guest sends out, and their responses.
     pub outbound: Outbound,
+}
+
+impl Session {
+    /// The site's store, if the guest has used it.
+    fn used_kv(&self) -> Option<&SiteKv> {
+        self.kv.as_deref().filter(|_| self.kv_used)
+    }
+
+    /// Makes the KV writes this request made or read survive `kill -9` (see
+    /// `crate::kv`); called before anything of the request leaves the node.
+    /// A failure is logged here.
+    pub fn flush_kv(&self) -> Result<(), KvError> {
+        self.used_kv().map_or(Ok(()), |kv| kv.flush().inspect_err(|error| self.flush_failed(error)))
+    }
+
+    /// `flush_kv` at the end of the request, one `write(2)` for the
+    /// requests that end alongside (`SiteKv::flush_batched`).
+    pub async fn flush_kv_batched(&self) -> Result<(), KvError> {
+        match self.used_kv() {
+            Some(kv) => kv.flush_batched().await.inspect_err(|error| self.flush_failed(error)),
+            None => Ok(()),
+        }
+    }
+
+    fn flush_failed(&self, error: &KvError) {
+        tracing::error!(module = %self.label, "KV: the request's writes could not be saved: {error}");
+    }
 }
