@@ -10,6 +10,7 @@ mod journal;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
@@ -78,12 +79,16 @@ pub struct KvStores {
     dir: PathBuf,
     open: Mutex<Option<Open>>,
     sites: Mutex<HashMap<String, Arc<SiteKv>>>,
+    /// Requests, all sites together, that used a store since their last
+    /// flush (see `KvUser`).
+    users: Arc<AtomicUsize>,
 }
 
 impl KvStores {
     pub fn new(dir: PathBuf) -> std::io::Result<KvStores> {
         std::fs::create_dir_all(&dir)?;
-        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()) })
+        let users = Arc::new(AtomicUsize::new(0));
+        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()), users })
     }
 
     /// The store of `site` (a validated site name), values capped at
@@ -99,7 +104,7 @@ impl KvStores {
                 });
                 let state = state.ok();
                 let reads = ArcSwapOption::from(state.as_ref().map(|state| state.live.clone()));
-                Arc::new(SiteKv { max_value, reads, state: Mutex::new(state) })
+                Arc::new(SiteKv { max_value, reads, state: Mutex::new(state), users: self.users.clone() })
             })
             .clone()
     }
@@ -168,6 +173,18 @@ pub struct SiteKv {
     /// `None` once closed (or if the database could not open). Writes hold
     /// the lock for their read-modify-write, so they apply one at a time.
     state: Mutex<Option<SiteState>>,
+    users: Arc<AtomicUsize>,
+}
+
+/// A request that used the store since its last flush, counted as long as
+/// this lives: while others are about, a request at its end waits for them
+/// to write too (`SiteKv::flush_batched`).
+pub struct KvUser(Arc<AtomicUsize>);
+
+impl Drop for KvUser {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct SiteState {
@@ -206,12 +223,21 @@ impl SiteKv {
         self.reads.load().as_ref().map_or(Ok(()), |live| live.journal.flush())
     }
 
-    /// `flush` at the end of a request. If there is anything to write out,
-    /// the other requests ready on this worker thread run first, up to
-    /// their own flush, so that one `write(2)` serves them all: under load
-    /// that is one for several requests instead of one each.
-    pub async fn flush_batched(&self) -> Result<(), KvError> {
-        if self.reads.load().as_ref().is_some_and(|live| live.journal.unflushed()) {
+    /// Counts a request as a user of the stores until the value is dropped.
+    pub fn user(&self) -> KvUser {
+        self.users.fetch_add(1, Ordering::Relaxed);
+        KvUser(self.users.clone())
+    }
+
+    /// `flush` at the end of a request, `user` being the request's. If
+    /// there is anything to write out and other requests use the stores,
+    /// the requests ready on this worker thread run first, up to their own
+    /// flush, so that one `write(2)` serves them all: under load, one for
+    /// several requests instead of one each. A request on its own flushes
+    /// at once: the wait would cost it more than the `write(2)`.
+    pub async fn flush_batched(&self, user: KvUser) -> Result<(), KvError> {
+        let others = user.0.load(Ordering::Relaxed) > 1;
+        if others && self.reads.load().as_ref().is_some_and(|live| live.journal.unflushed()) {
             tokio::task::yield_now().await;
         }
         self.flush()

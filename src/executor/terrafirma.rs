@@ -155,7 +155,7 @@ impl Instantiator {
             if let Err(fault) = outcome(&store, result) {
                 // The error response leaves the node: what the guest wrote
                 // first must be durable (a failure is logged, the fault stands).
-                let _ = store.data().session.flush_kv();
+                let _ = store.data_mut().session.flush_kv();
                 return Err(fault);
             }
         }
@@ -171,7 +171,7 @@ impl Instantiator {
         let output = guest_output(&store);
         let answer = outcome(&store, result).map(|()| std::mem::take(&mut store.data_mut().session.response));
         // The slot goes back to the pool before the wait for the journal.
-        let session = std::mem::take(&mut store.data_mut().session);
+        let mut session = std::mem::take(&mut store.data_mut().session);
         drop(store);
         // Nothing of the request leaves the node before its KV writes, and
         // those it read, are durable: not its response, not its log lines.

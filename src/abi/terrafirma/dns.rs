@@ -27,8 +27,8 @@ fn fail(
 /// site's network and the deadline (`Err`: why there is no lookup). A query
 /// goes out only once the KV writes the guest may have seen are durable (a
 /// name can carry what the guest read).
-fn context(caller: &Caller<'_, Sandbox>) -> Result<(SiteNet, Instant), &'static str> {
-    let session = &caller.data().session;
+fn context(caller: &mut Caller<'_, Sandbox>) -> Result<(SiteNet, Instant), &'static str> {
+    let session = &mut caller.data_mut().session;
     let net = session.outbound.net.clone().ok_or(UNAVAILABLE)?;
     session.flush_kv().map_err(|_| "the KV store could not save the request's writes")?;
     Ok((net, deadline(caller)))
@@ -52,7 +52,7 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                 let Ok(name) = String::from_utf8(name) else {
                     return fail(&mut caller, CALL, ptr_p, count_p, "name is not valid UTF-8");
                 };
-                let (net, deadline) = match context(&caller) {
+                let (net, deadline) = match context(&mut caller) {
                     Ok(context) => context,
                     Err(reason) => return fail(&mut caller, CALL, ptr_p, count_p, reason),
                 };
@@ -96,7 +96,7 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
                     );
                 }
                 let query = read(&caller, query_ptr, query_len, CALL)?;
-                let (net, deadline) = match context(&caller) {
+                let (net, deadline) = match context(&mut caller) {
                     Ok(context) => context,
                     Err(reason) => return fail(&mut caller, CALL, ptr_p, len_p, reason),
                 };

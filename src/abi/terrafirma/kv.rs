@@ -14,9 +14,7 @@ use crate::kv::{KvError, SiteKv, WriteKind};
 
 /// The site's store, noting that the request used it.
 fn store(caller: &mut Caller<'_, Sandbox>, call: &'static str) -> Result<Arc<SiteKv>, HostcallError> {
-    let session = &mut caller.data_mut().session;
-    session.kv_used = true;
-    session.kv.clone().ok_or(HostcallError::Unavailable(call))
+    caller.data_mut().session.use_kv().ok_or(HostcallError::Unavailable(call))
 }
 
 /// The answer of a KV operation as the guest sees it: 1 or 0.

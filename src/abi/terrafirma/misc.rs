@@ -46,16 +46,16 @@ pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "hostcall_init_mm", |mut caller: Caller<'_, Sandbox>, malloc: i32, free: i32| -> wasmtime::Result<()> {
         Ok(init_mm(&mut caller, malloc, free)?)
     })?;
-    linker.func_wrap(MODULE, "hostcall_debug", |caller: Caller<'_, Sandbox>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+    linker.func_wrap(MODULE, "hostcall_debug", |mut caller: Caller<'_, Sandbox>, ptr: i32, len: i32| -> wasmtime::Result<()> {
         let line = message(&caller, ptr, len, "hostcall_debug")?;
         // A log line leaves the node too (see `Session::flush_kv`, which logs a failure).
-        let _ = caller.data().session.flush_kv();
+        let _ = caller.data_mut().session.flush_kv();
         tracing::info!(target: "guest", module = %caller.data().session.label, "{}", line.trim_end());
         Ok(())
     })?;
     linker.func_wrap(MODULE, "hostcall_panic_hook", |mut caller: Caller<'_, Sandbox>, ptr: i32, len: i32| -> wasmtime::Result<()> {
         let text = message(&caller, ptr, len, "hostcall_panic_hook")?;
-        let _ = caller.data().session.flush_kv();
+        let _ = caller.data_mut().session.flush_kv();
         tracing::warn!(target: "guest", module = %caller.data().session.label, "guest panicked: {text}");
         caller.data_mut().session.panic_message = Some(text);
         Ok(())

@@ -148,7 +148,7 @@ fn finish(
 /// Takes a built request for sending (`Err`: the answer to give). It goes
 /// out only once the KV writes the guest may have seen are durable.
 fn take_request(caller: &mut Caller<'_, Sandbox>, call: &'static str, req: i32) -> Result<(SiteNet, Request<Bytes>), i32> {
-    if caller.data().session.flush_kv().is_err() {
+    if caller.data_mut().session.flush_kv().is_err() {
         return Err(refuse(caller, call, "the KV store could not save the request's writes"));
     }
     let outbound = &mut caller.data_mut().session.outbound;

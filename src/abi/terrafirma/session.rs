@@ -8,7 +8,7 @@ use wasmtime::{Func, Memory, Table, TypedFunc};
 
 use super::outbound::Outbound;
 use crate::executor::{GuestRequest, GuestResponse};
-use crate::kv::{KvError, SiteKv};
+use crate::kv::{KvError, KvUser, SiteKv};
 
 #[derive(Default)]
 pub struct Session {
@@ -31,35 +31,36 @@ pub struct Session {
     pub panic_message: Option<String>,
     /// The site's KV store; `None` where there is none.
     pub kv: Option<Arc<SiteKv>>,
-    /// The guest has read or written the KV store.
-    pub kv_used: bool,
+    /// Set while the guest has used the KV store since its last flush.
+    pub kv_user: Option<KvUser>,
     /// Requests the guest sends out, and their responses.
     pub outbound: Outbound,
 }
 
 impl Session {
-    /// The site's store, if the guest has used it.
-    fn used_kv(&self) -> Option<&SiteKv> {
-        self.kv.as_deref().filter(|_| self.kv_used)
+    /// The site's store, noting that the request uses it.
+    pub fn use_kv(&mut self) -> Option<Arc<SiteKv>> {
+        let kv = self.kv.as_ref()?;
+        self.kv_user.get_or_insert_with(|| kv.user());
+        Some(kv.clone())
     }
 
     /// Makes the KV writes this request made or read survive `kill -9` (see
     /// `crate::kv`); called before anything of the request leaves the node.
     /// A failure is logged here.
-    pub fn flush_kv(&self) -> Result<(), KvError> {
-        self.used_kv().map_or(Ok(()), |kv| kv.flush().inspect_err(|error| self.flush_failed(error)))
+    pub fn flush_kv(&mut self) -> Result<(), KvError> {
+        let (Some(kv), Some(_)) = (&self.kv, self.kv_user.take()) else { return Ok(()) };
+        kv.flush().inspect_err(|error| flush_failed(&self.label, error))
     }
 
     /// `flush_kv` at the end of the request, one `write(2)` for the
     /// requests that end alongside (`SiteKv::flush_batched`).
-    pub async fn flush_kv_batched(&self) -> Result<(), KvError> {
-        match self.used_kv() {
-            Some(kv) => kv.flush_batched().await.inspect_err(|error| self.flush_failed(error)),
-            None => Ok(()),
-        }
+    pub async fn flush_kv_batched(&mut self) -> Result<(), KvError> {
+        let (Some(kv), Some(user)) = (&self.kv, self.kv_user.take()) else { return Ok(()) };
+        kv.flush_batched(user).await.inspect_err(|error| flush_failed(&self.label, error))
     }
+}
 
-    fn flush_failed(&self, error: &KvError) {
-        tracing::error!(module = %self.label, "KV: the request's writes could not be saved: {error}");
-    }
+fn flush_failed(label: &str, error: &KvError) {
+    tracing::error!(module = %label, "KV: the request's writes could not be saved: {error}");
 }
