@@ -405,6 +405,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_that_lets_others_write_first_still_flushes() {
+        let (_dir, stores, kv) = open("f.test", 8);
+        let unflushed = || lock(&stores.open).as_ref().unwrap().journal.unflushed();
+        let (mine, other) = (kv.user(), kv.user());
+        assert!(w(&kv, Insert, b"k", b"v").await.unwrap());
+        assert!(unflushed());
+        kv.flush_batched(mine).await.unwrap();
+        assert!(!unflushed(), "flushed after the wait for the other request");
+        assert_eq!(kv.users.load(Ordering::Relaxed), 1, "the other request is still counted");
+        drop(other);
+        assert_eq!(kv.users.load(Ordering::Relaxed), 0);
+        stores.close().await;
+    }
+
+    #[tokio::test]
     async fn an_ordinary_store_has_no_backlog_a_closed_one_none_to_wait_for() {
         let (_dir, stores, kv) = open("w.test", 8);
         assert!(w(&kv, Insert, b"k", b"v").await.unwrap());

@@ -119,3 +119,51 @@ async fn a_write_is_durable_before_the_guests_outbound_request_leaves() {
     let node = Process::serve(data.path(), Some(config.path())).await;
     assert_eq!(node.kv("GET", "fetch", "").await, format!("1{url}"), "the write made before the request went out");
 }
+
+/// One `PUT /kv/KEY` on a connection of its own; `true` if the node
+/// answered 200 (the write acknowledged), `false` on any failure.
+async fn put(http: SocketAddr, key: &str) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(http).await else { return false };
+    let call = format!("PUT /kv/{key} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx");
+    let mut answer = Vec::new();
+    stream.write_all(call.as_bytes()).await.is_ok() && stream.read_to_end(&mut answer).await.is_ok() && answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// Writers keep writing while the node is killed: every write acknowledged
+/// before the kill, batched with others or not, is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_acknowledged_under_load_survive_kill_9() {
+    const WRITERS: usize = 16;
+    let data = tempfile::tempdir().unwrap();
+    let mut node = Process::serve(data.path(), None).await;
+    node.deploy("kv", "kv").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (http, stop) = (node.http, stop.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && put(http, &format!("w{writer}-{acknowledged}")).await {
+                    acknowledged += 1;
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.push(writer.await.unwrap());
+    }
+    assert!(acknowledged.iter().sum::<usize>() >= WRITERS, "the writers got going: {acknowledged:?}");
+
+    let node = Process::serve(data.path(), None).await;
+    for (writer, &count) in acknowledged.iter().enumerate() {
+        for i in 0..count {
+            assert_eq!(node.kv("GET", &format!("w{writer}-{i}"), "").await, "1x", "writer {writer}'s write {i} of {count}");
+        }
+    }
+}
