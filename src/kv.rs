@@ -218,7 +218,9 @@ impl SiteKv {
     /// Makes every write this store's users may have seen, its own and any
     /// other site's, survive `kill -9` of the node: called before anything
     /// of a request that used the store leaves the node. A closed store
-    /// has nothing left to flush (closing synced the journal).
+    /// (or one that never opened) has nothing to flush here: closing syncs
+    /// the journal after the last write, and a node closes its stores only
+    /// once its servers have stopped.
     pub fn flush(&self) -> Result<(), KvError> {
         self.reads.load().as_ref().map_or(Ok(()), |live| live.journal.flush())
     }

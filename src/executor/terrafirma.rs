@@ -223,6 +223,7 @@ fn log_output(label: &str, output: Option<Bytes>) {
     }
 }
 
+/// `log_output` at once, for an executor with no KV writes to wait for.
 pub(super) fn log_guest_output(store: &Store<Sandbox>) {
     log_output(&store.data().session.label, guest_output(store));
 }
