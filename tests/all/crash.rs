@@ -167,3 +167,25 @@ async fn writes_acknowledged_under_load_survive_kill_9() {
         }
     }
 }
+
+/// A guest writes, then runs on: its write reaches the operating system
+/// within an epoch tick, not only when the request ends, so a node killed
+/// while the guest still runs keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_durable_while_the_guest_runs_on() {
+    let data = tempfile::tempdir().unwrap();
+    let mut node = Process::serve(data.path(), None).await;
+    node.deploy("kv", "kv").await;
+    node.deploy("ks", "kv_spin").await;
+    let mut client = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    client.write_all(b"GET /ks HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
+    // Long enough for the guest to start and write, far shorter than its
+    // fuel or time limit, and mostly shorter than the syncer's 500 ms.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    drop(client);
+
+    let node = Process::serve(data.path(), None).await;
+    assert_eq!(node.kv("GET", "spun", "").await, "11", "the write made before the guest spun");
+}

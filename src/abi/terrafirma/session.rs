@@ -46,11 +46,14 @@ impl Session {
     }
 
     /// Makes the KV writes this request made or read survive `kill -9` (see
-    /// `crate::kv`); called before anything of the request leaves the node.
-    /// A failure is logged here.
+    /// `crate::kv`); called before anything of the request leaves the node,
+    /// and on every epoch tick of a running guest. A failure is logged here,
+    /// and the request stays a user, so that its end fails too.
     pub fn flush_kv(&mut self) -> Result<(), KvError> {
-        let (Some(kv), Some(_)) = (&self.kv, self.kv_user.take()) else { return Ok(()) };
-        kv.flush().inspect_err(|error| flush_failed(&self.label, error))
+        let (Some(kv), Some(_)) = (&self.kv, &self.kv_user) else { return Ok(()) };
+        kv.flush().inspect_err(|error| flush_failed(&self.label, error))?;
+        self.kv_user = None;
+        Ok(())
     }
 
     /// `flush_kv` at the end of the request, one `write(2)` for the
