@@ -6,8 +6,9 @@
 //! created with `manual_journal_persist`). Nothing of a request that wrote
 //! or read the store leaves the node (its response, a request or DNS query
 //! it sends, a line it logs) before `Journal::flush` has put the records
-//! it may have seen into the operating system's buffers. So every write
-//! anyone outside the node could have learned of survives `kill -9`, and
+//! it may have seen into the operating system's buffers, and a guest that
+//! runs on has them put there at each epoch tick. So every write anyone
+//! outside the node could have learned of survives `kill -9`, and
 //! one `write(2)` serves the writes of every request that ran alongside,
 //! instead of one each: at the end of a request, `flush_batched` first lets
 //! the other requests ready on the same worker run up to the same point.
