@@ -177,15 +177,29 @@ async fn a_write_is_durable_while_the_guest_runs_on() {
     let mut node = Process::serve(data.path(), None).await;
     node.deploy("kv", "kv").await;
     node.deploy("ks", "kv_spin").await;
+    let idle = cpu_ticks(node.child.id());
     let mut client = tokio::net::TcpStream::connect(node.http).await.unwrap();
     client.write_all(b"GET /ks HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
-    // Long enough for the guest to start and write, far shorter than its
-    // fuel or time limit, and mostly shorter than the syncer's 500 ms.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The guest has written and spun for several epoch ticks once the node
+    // has used 0.1 s of CPU more than idle; its fuel lasts far longer.
+    let started = Instant::now();
+    while cpu_ticks(node.child.id()) < idle + 10 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the guest did not run");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     node.child.kill().unwrap();
     node.child.wait().unwrap();
     drop(client);
 
     let node = Process::serve(data.path(), None).await;
     assert_eq!(node.kv("GET", "spun", "").await, "11", "the write made before the guest spun");
+}
+
+/// CPU time a process has used, user and system, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
