@@ -11,7 +11,7 @@ use wasmtime::{ExternType, InstancePre, Module, ModuleExport, Store, TypedFunc};
 
 use super::sandbox::arm;
 use super::{CallMode, Fault, FaultKind, GuestRequest, GuestResponse, HandlerConfig, Sandbox};
-use crate::abi::terrafirma::HostcallError;
+use crate::abi::terrafirma::{HostcallError, KV_NOT_SAVED};
 use crate::modules::prepare::{MEMORY_EXPORT, TABLE_EXPORT};
 use crate::runtime::Runtime;
 
@@ -178,7 +178,7 @@ impl Instantiator {
         let durable = session.flush_kv_batched().await;
         log_output(&session.label, output);
         let response = answer?;
-        durable.map_err(|_| Fault::new(FaultKind::Storage, "the KV store could not save the request's writes"))?;
+        durable.map_err(|_| Fault::new(FaultKind::Storage, KV_NOT_SAVED))?;
         Ok(response)
     }
 

@@ -102,31 +102,37 @@ async fn a_write_is_durable_before_the_guests_outbound_request_leaves() {
     std::fs::write(config.path(), "[limits]\noutbound_hosts = [\"127.0.0.1\"]\n").unwrap();
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", upstream.local_addr().unwrap());
-    let mut node = Process::serve(data.path(), Some(config.path())).await;
+    let node = Process::serve(data.path(), Some(config.path())).await;
     node.deploy("kv", "kv").await;
     node.deploy("kf", "kv_fetch").await;
 
-    let mut client = tokio::net::TcpStream::connect(node.http).await.unwrap();
-    let call = format!("POST /kf HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n{url}", url.len());
-    client.write_all(call.as_bytes()).await.unwrap();
+    let client = send(node.http, "POST", "/kf", &url).await.unwrap();
     let (mut from_guest, _) = tokio::time::timeout(Duration::from_secs(30), upstream.accept()).await.expect("the guest's request").unwrap();
     let mut first = [0; 16];
     assert!(from_guest.read(&mut first).await.unwrap() > 0, "the guest's request arrived");
-    node.child.kill().unwrap(); // SIGKILL while the guest waits for the answer
-    node.child.wait().unwrap();
+    drop(node); // SIGKILL while the guest waits for the answer
     drop((client, from_guest));
 
     let node = Process::serve(data.path(), Some(config.path())).await;
     assert_eq!(node.kv("GET", "fetch", "").await, format!("1{url}"), "the write made before the request went out");
 }
 
-/// One `PUT /kv/KEY` on a connection of its own; `true` if the node
-/// answered 200 (the write acknowledged), `false` on any failure.
+/// Sends one request on a connection of its own (closed after the
+/// answer) and returns the connection without waiting for the answer, so
+/// that the node can be killed meanwhile.
+async fn send(http: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let mut stream = tokio::net::TcpStream::connect(http).await?;
+    let call = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+    stream.write_all(call.as_bytes()).await?;
+    Ok(stream)
+}
+
+/// One `PUT /kv/KEY`; `true` if the node answered 200 (the write
+/// acknowledged), `false` on any failure.
 async fn put(http: SocketAddr, key: &str) -> bool {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(http).await else { return false };
-    let call = format!("PUT /kv/{key} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx");
+    let Ok(mut stream) = send(http, "PUT", &format!("/kv/{key}"), "x").await else { return false };
     let mut answer = Vec::new();
-    stream.write_all(call.as_bytes()).await.is_ok() && stream.read_to_end(&mut answer).await.is_ok() && answer.starts_with(b"HTTP/1.1 200")
+    stream.read_to_end(&mut answer).await.is_ok() && answer.starts_with(b"HTTP/1.1 200")
 }
 
 /// Writers keep writing while the node is killed: every write acknowledged
@@ -135,7 +141,7 @@ async fn put(http: SocketAddr, key: &str) -> bool {
 async fn writes_acknowledged_under_load_survive_kill_9() {
     const WRITERS: usize = 16;
     let data = tempfile::tempdir().unwrap();
-    let mut node = Process::serve(data.path(), None).await;
+    let node = Process::serve(data.path(), None).await;
     node.deploy("kv", "kv").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
@@ -151,8 +157,7 @@ async fn writes_acknowledged_under_load_survive_kill_9() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
+    drop(node);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acknowledged = Vec::new();
     for writer in writers {
@@ -174,12 +179,11 @@ async fn writes_acknowledged_under_load_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_durable_while_the_guest_runs_on() {
     let data = tempfile::tempdir().unwrap();
-    let mut node = Process::serve(data.path(), None).await;
+    let node = Process::serve(data.path(), None).await;
     node.deploy("kv", "kv").await;
     node.deploy("ks", "kv_spin").await;
     let idle = cpu_ticks(node.child.id());
-    let mut client = tokio::net::TcpStream::connect(node.http).await.unwrap();
-    client.write_all(b"GET /ks HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
+    let client = send(node.http, "GET", "/ks", "").await.unwrap();
     // The guest has written and spun for several epoch ticks once the node
     // has used 0.1 s of CPU more than idle; its fuel lasts far longer.
     let started = Instant::now();
@@ -187,8 +191,7 @@ async fn a_write_is_durable_while_the_guest_runs_on() {
         assert!(started.elapsed() < Duration::from_secs(30), "the guest did not run");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
+    drop(node);
     drop(client);
 
     let node = Process::serve(data.path(), None).await;

@@ -6,7 +6,7 @@ use tokio::time::{Instant, timeout_at};
 use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, hand_out_list, hand_out_nothing, read};
-use super::{MODULE, deadline, log_failure};
+use super::{KV_NOT_SAVED, MODULE, deadline, log_failure};
 use crate::executor::{DeadlineExceeded, Sandbox};
 use crate::outbound::{DnsError, MAX_QUERY_BYTES, SiteNet};
 
@@ -30,7 +30,7 @@ fn fail(
 fn context(caller: &mut Caller<'_, Sandbox>) -> Result<(SiteNet, Instant), &'static str> {
     let session = &mut caller.data_mut().session;
     let net = session.outbound.net.clone().ok_or(UNAVAILABLE)?;
-    session.flush_kv().map_err(|_| "the KV store could not save the request's writes")?;
+    session.flush_kv().map_err(|_| KV_NOT_SAVED)?;
     Ok((net, deadline(caller)))
 }
 

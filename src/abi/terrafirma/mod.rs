@@ -16,7 +16,7 @@ mod response;
 mod session;
 
 pub use outbound::{MAX_OUTBOUND_REQUESTS, RECEIVED_BODIES_FACTOR};
-pub use session::Session;
+pub use session::{KV_NOT_SAVED, Session};
 
 use wasmtime::{Caller, Linker};
 

@@ -19,7 +19,7 @@ use tokio::time::timeout_at;
 use wasmtime::{Caller, Linker};
 
 use super::memory::{hand_out, hand_out_list, memory, read, read_slices, slice, write_i32};
-use super::{HostcallError, HostcallStatus, MODULE, deadline, headers, log_failure};
+use super::{HostcallError, HostcallStatus, KV_NOT_SAVED, MODULE, deadline, headers, log_failure};
 use crate::executor::{CallMode, DeadlineExceeded, GuestResponse, Sandbox};
 use crate::outbound::{ByteBudget, MAX_URL_BYTES, OutboundError, SiteNet, UrlError};
 
@@ -149,7 +149,7 @@ fn finish(
 /// out only once the KV writes the guest may have seen are durable.
 fn take_request(caller: &mut Caller<'_, Sandbox>, call: &'static str, req: i32) -> Result<(SiteNet, Request<Bytes>), i32> {
     if caller.data_mut().session.flush_kv().is_err() {
-        return Err(refuse(caller, call, "the KV store could not save the request's writes"));
+        return Err(refuse(caller, call, KV_NOT_SAVED));
     }
     let outbound = &mut caller.data_mut().session.outbound;
     match (outbound.net.clone(), outbound.requests.take(req)) {

@@ -37,6 +37,10 @@ pub struct Session {
     pub outbound: Outbound,
 }
 
+/// Why a request, or what it was about to send out, fails when its KV
+/// writes could not be flushed.
+pub const KV_NOT_SAVED: &str = "the KV store could not save the request's writes";
+
 impl Session {
     /// The site's store, noting that the request uses it.
     pub fn use_kv(&mut self) -> Option<Arc<SiteKv>> {
