@@ -24,11 +24,12 @@ use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use terrafirma::config::{Config, Limits};
 use terrafirma::engine::EngineShape;
-use terrafirma::executor::{GuestRequest, Handler, HandlerConfig, SandboxLimits};
+use terrafirma::executor::{Handler, HandlerConfig, Runtime};
 use terrafirma::kv::{KvStores, SiteKv};
+use terrafirma::messages::GuestRequest;
 use terrafirma::modules::artifact::compile_in_memory;
 use terrafirma::modules::prepare::prepare;
-use terrafirma::runtime::Runtime;
+use terrafirma::sandbox::SandboxLimits;
 
 const HELLO: &str = r#"(module
   (import "env" "hostcall_resp_set_body" (func $set_body (param i32 i32 i32) (result i32)))
@@ -37,14 +38,7 @@ const HELLO: &str = r#"(module
   (func (export "run") (drop (call $set_body (i32.const 0) (i32.const 16) (i32.const 13)))))"#;
 
 fn request() -> GuestRequest {
-    GuestRequest {
-        method: Method::GET,
-        uri: "/hello".parse().unwrap(),
-        headers: HeaderMap::new(),
-        body: Bytes::new(),
-        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        script_len: 6,
-    }
+    GuestRequest::new(Method::GET, "/hello".parse().unwrap(), HeaderMap::new(), Bytes::new(), IpAddr::V4(Ipv4Addr::LOCALHOST), 6)
 }
 
 /// A handler for `wat` as the node deploys it.

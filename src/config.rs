@@ -1,9 +1,10 @@
-//! Node configuration: the TOML file of SPEC.md plus command-line flags,
+//! Node configuration: the TOML file (`docs/config.md`) plus command-line flags,
 //! merged and validated into one `Config` before any socket is bound.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -19,7 +20,39 @@ pub struct Config {
     pub limits: Limits,
     /// Per-site overrides, keyed by lower-case host name.
     pub sites: BTreeMap<String, SiteConfig>,
+    /// How long clients get to send requests, and to stay idle.
+    pub http: HttpConfig,
+    /// How long in-flight requests may finish after a stop signal.
+    pub drain: Duration,
 }
+
+/// How long a client of either server may take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HttpConfig {
+    /// From the first byte of a request head (or, on a kept-alive
+    /// connection, the end of the previous response) to the end of the
+    /// head; also how long a kept-alive connection may sit idle.
+    pub head_timeout: Duration,
+    /// For a request's whole body, from the end of its head.
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { head_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// `[http]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    head_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+}
+
+/// How long a stopping node lets in-flight requests finish by default.
+const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -90,6 +123,9 @@ struct ConfigFile {
     limits: LimitsFile,
     #[serde(default)]
     sites: BTreeMap<String, SiteFile>,
+    #[serde(default)]
+    http: HttpFile,
+    drain_ms: Option<u64>,
 }
 
 /// Limits as written in the file: absent keys fall back to another level.
@@ -155,6 +191,8 @@ impl Default for Config {
             pool: PoolConfig::default(),
             limits: Limits::default(),
             sites: BTreeMap::new(),
+            http: HttpConfig::default(),
+            drain: DRAIN,
         }
     }
 }
@@ -207,6 +245,11 @@ impl Config {
             pool: file.pool,
             limits,
             sites,
+            http: HttpConfig {
+                head_timeout: file.http.head_timeout_ms.map_or(defaults.http.head_timeout, Duration::from_millis),
+                body_timeout: file.http.body_timeout_ms.map_or(defaults.http.body_timeout, Duration::from_millis),
+            },
+            drain: file.drain_ms.map_or(defaults.drain, Duration::from_millis),
         })
     }
 
@@ -214,6 +257,9 @@ impl Config {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.pool.instances == 0 {
             return bad("pool.instances must be at least 1".into());
+        }
+        if self.http.head_timeout.is_zero() || self.http.body_timeout.is_zero() {
+            return bad("http.head_timeout_ms and http.body_timeout_ms must be positive".into());
         }
         if self.pool.prewarm > 64 {
             return bad("pool.prewarm must be at most 64".into());
@@ -233,7 +279,7 @@ impl Config {
             }
         }
         for site in self.sites.keys() {
-            if !crate::modules::valid_site_name(site) {
+            if !crate::names::valid_site_name(site) {
                 return bad(format!("invalid site name {site:?}"));
             }
         }

@@ -2,15 +2,22 @@
 //! of time at upload; every request runs in a fresh instance from wasmtime's
 //! pooling allocator with a copy-on-write memory image, under fuel, epoch and
 //! memory limits.
+//!
+//! Modules depend downwards only: `node` → `server`, `admin` → `modules` →
+//! `executor` → `abi` → `sandbox`, `messages`; `config`, `names`, `kv`,
+//! `outbound` and `engine` are leaves the others use.
 
-pub mod abi;
-pub mod admin;
+mod abi;
+mod admin;
 pub mod config;
 pub mod engine;
 pub mod executor;
 pub mod kv;
+pub mod messages;
 pub mod modules;
+mod names;
 pub mod node;
-pub mod outbound;
-pub mod runtime;
+mod outbound;
+pub mod sandbox;
 pub mod server;
+pub use abi::terrafirma::{MAX_OUTBOUND_REQUESTS, RECEIVED_BODIES_FACTOR};

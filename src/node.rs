@@ -12,10 +12,10 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminServer;
 use crate::config::Config;
 use crate::engine::EngineShape;
+use crate::executor::Runtime;
 use crate::modules::ModuleStore;
 use crate::modules::watcher::DropFolder;
 use crate::outbound::Net;
-use crate::runtime::Runtime;
 use crate::server::SiteServer;
 use crate::server::listener::serve;
 

@@ -1,4 +1,4 @@
-//! The admin API (SPEC: "Admin API"): upload, inspect and delete modules.
+//! The admin API (`docs/admin-api.md`): upload, inspect and delete modules.
 //! Without any token configured it answers loopback clients only; with
 //! tokens, an operator token reaches every site and a site token its own.
 
@@ -8,13 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::modules::{Deployed, ModuleStore};
+use crate::server::{BodyError, read_body};
 
 pub struct AdminServer {
     pub config: Arc<Config>,
@@ -107,10 +108,11 @@ impl AdminServer {
         if declared.is_some_and(|len| len > limit) {
             return too_large();
         }
-        let body = match Limited::new(request.into_body(), limit as usize).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "upload could not be read"),
+        let body = match read_body(request.into_body(), limit as usize, self.config.http.body_timeout).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => return too_large(),
+            Err(BodyError::TooSlow) => return error(StatusCode::REQUEST_TIMEOUT, "upload not received in time"),
+            Err(BodyError::Unreadable) => return error(StatusCode::BAD_REQUEST, "upload could not be read"),
         };
         match self.store.deploy(site, name, body).await {
             Ok(outcome) => {

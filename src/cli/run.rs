@@ -8,18 +8,19 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use terrafirma::config::Limits;
 use terrafirma::engine::EngineShape;
-use terrafirma::executor::{CallMode, GuestRequest, Handler, HandlerConfig, Sandbox, SandboxLimits};
+use terrafirma::executor::{Abi, Handler, HandlerConfig, Runtime, run_command};
 use terrafirma::kv::KvStores;
+use terrafirma::messages::GuestRequest;
 use terrafirma::modules::artifact::load_or_compile;
-use terrafirma::modules::prepare::{Abi, prepare};
-use terrafirma::runtime::Runtime;
+use terrafirma::modules::prepare::prepare;
+use terrafirma::sandbox::SandboxLimits;
+use terrafirma::server::routing::script_name_len;
 use wasmtime_wasi::WasiCtxBuilder;
 
 #[derive(Args)]
@@ -45,13 +46,6 @@ pub struct RunCommand {
 
 /// A one-off run gets one memory of up to 4 GiB, no fuel or time limit.
 const RUN_SHAPE: EngineShape = EngineShape { instances: 4, max_memory_bytes: 4 << 30 };
-const UNLIMITED: SandboxLimits = SandboxLimits {
-    fuel: u64::MAX,
-    timeout: Duration::from_secs(365 * 24 * 3600),
-    memory_bytes: 4 << 30,
-    max_response_bytes: 1 << 30,
-    max_request_bytes: 1 << 30,
-};
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -103,15 +97,12 @@ impl RunCommand {
             headers.append(HeaderName::from_bytes(key.trim().as_bytes())?, HeaderValue::from_str(value.trim())?);
         }
         let uri: Uri = path.parse()?;
-        let segment = uri.path().trim_start_matches('/').split('/').next().unwrap_or_default();
-        let request = GuestRequest {
-            method: Method::from_bytes(self.method.as_bytes())?,
-            script_len: if segment.is_empty() { 0 } else { 1 + segment.len() },
-            uri,
-            headers,
-            body: Bytes::from(self.data.clone().unwrap_or_default()),
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        };
+        // Served as the node would serve it: under its name, or as the
+        // site's `index` module for any other path.
+        let script_len = script_name_len(uri.path(), name);
+        let method = Method::from_bytes(self.method.as_bytes())?;
+        let body = Bytes::from(self.data.clone().unwrap_or_default());
+        let request = GuestRequest::new(method, uri, headers, body, IpAddr::V4(Ipv4Addr::LOCALHOST), script_len);
         match handler.handle(request).await {
             Ok(response) => {
                 println!("HTTP/1.1 {}", response.status);
@@ -131,20 +122,10 @@ impl RunCommand {
     }
 
     async fn run_command(&self, runtime: &Arc<Runtime>, module: wasmtime::Module) -> anyhow::Result<ExitCode> {
-        let mut store = Sandbox::new_store(&runtime.engine, &UNLIMITED, CallMode::Fiber);
         let program = self.file.display().to_string();
         let args: Vec<&str> = std::iter::once(program.as_str()).chain(self.args.iter().map(String::as_str)).collect();
-        store.data_mut().wasi = Some(WasiCtxBuilder::new().inherit_stdio().args(&args).build_p1());
-        let mut linker = runtime.wasi_linker.clone();
-        linker.define_unknown_imports_as_traps(&module)?;
-        let instance = linker.instantiate_async(&mut store, &module).await?;
-        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-        match start.call_async(&mut store, ()).await {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) => Ok(ExitCode::from(exit.0.clamp(0, 255) as u8)),
-                None => Err(error.into()),
-            },
-        }
+        let wasi = WasiCtxBuilder::new().inherit_stdio().args(&args).build_p1();
+        let code = run_command(runtime, &module, wasi).await?;
+        Ok(ExitCode::from(code.clamp(0, 255) as u8))
     }
 }

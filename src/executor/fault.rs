@@ -1,13 +1,14 @@
-//! Guest faults: what ended a request early, mapped in one place to the HTTP
-//! status and `x-terrafirma-error` value of SPEC's error table.
+//! Faults: what ended a request without a guest response, mapped in one
+//! place to the HTTP status and `x-terrafirma-error` value a client sees
+//! (the table in `docs/errors.md`).
 
 use std::fmt;
 
 use http::StatusCode;
 use wasmtime::{PoolConcurrencyLimitError, Trap};
 
-use super::sandbox::DeadlineExceeded;
-use crate::abi::terrafirma::HostcallError;
+use crate::abi::terrafirma::{GuestTrap, HostcallTrap};
+use crate::sandbox::DeadlineExceeded;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
@@ -18,6 +19,10 @@ pub enum FaultKind {
     Memory,
     Overloaded,
     BodyTooLarge,
+    /// The guest's response is over the site's `max_response_bytes`.
+    ResponseTooLarge,
+    /// The client sent its request head or body too slowly.
+    RequestTimeout,
     /// The KV writes the request made or read could not be made durable.
     Storage,
 }
@@ -26,10 +31,13 @@ impl FaultKind {
     pub fn status(self) -> StatusCode {
         match self {
             FaultKind::NotFound => StatusCode::NOT_FOUND,
-            FaultKind::Trap | FaultKind::Fuel | FaultKind::Memory | FaultKind::Storage => StatusCode::INTERNAL_SERVER_ERROR,
+            FaultKind::Trap | FaultKind::Fuel | FaultKind::Memory | FaultKind::ResponseTooLarge | FaultKind::Storage => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             FaultKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             FaultKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             FaultKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            FaultKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -43,6 +51,8 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Overloaded => "overloaded",
             FaultKind::BodyTooLarge => "body-too-large",
+            FaultKind::ResponseTooLarge => "response-too-large",
+            FaultKind::RequestTimeout => "request-timeout",
             FaultKind::Storage => "storage",
         }
     }
@@ -93,8 +103,12 @@ impl Fault {
         if memory_denied {
             return Fault::new(FaultKind::Memory, "memory limit exceeded");
         }
-        if let Some(hostcall) = error.downcast_ref::<HostcallError>() {
-            return Fault::new(FaultKind::Trap, hostcall.to_string());
+        if let Some(hostcall) = error.downcast_ref::<HostcallTrap>() {
+            let kind = match hostcall.trap {
+                GuestTrap::ResponseTooLarge { .. } => FaultKind::ResponseTooLarge,
+                _ => FaultKind::Trap,
+            };
+            return Fault::new(kind, hostcall.to_string());
         }
         // Unknown imports linked as traps, and anything else wasmtime reports:
         // keep the first line of the top-level message only.

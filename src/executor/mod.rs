@@ -1,67 +1,49 @@
-//! Executors: one per guest interface, all behind `Handler`. Routing and the
-//! HTTP front end only see `GuestRequest` in, `GuestResponse` or `Fault` out.
+//! Executors: one per guest interface, all behind `Handler`. The front end
+//! only sees a `GuestRequest` go in and a `GuestResponse` or a `Fault` come
+//! out; routing knows nothing of interfaces.
 
 mod fault;
-mod sandbox;
-pub mod terrafirma;
-pub mod wasi_cgi;
+mod output;
+mod runtime;
+mod state;
+mod terrafirma;
+mod wasi_cgi;
 
-use std::net::IpAddr;
+use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, StatusCode, Uri};
-
 pub use fault::{Fault, FaultKind};
-pub use sandbox::{CallMode, DeadlineExceeded, Sandbox, SandboxLimits, off_worker};
+pub use runtime::Runtime;
+pub use state::WasiState;
+pub use wasi_cgi::run_command;
 
-use crate::modules::prepare::Abi;
-use crate::runtime::Runtime;
+use crate::kv::SiteKv;
+use crate::messages::{GuestRequest, GuestResponse};
+use crate::outbound::SiteNet;
+use crate::sandbox::SandboxLimits;
 
-/// An incoming request as the guest sees it.
-#[derive(Debug, Clone)]
-pub struct GuestRequest {
-    pub method: Method,
-    /// The request target as the client sent it (path and query).
-    pub uri: Uri,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    /// Set by the node, never taken from the client.
-    pub client_ip: IpAddr,
-    /// How many leading bytes of the path name the module (`/hello.wasm`);
-    /// 0 when the site's `index` module serves it. CGI's `SCRIPT_NAME`.
-    pub script_len: usize,
+/// The guest interfaces a module can implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    /// Terrafirma / Terrarium: exports `run`, imports `env.hostcall_*`.
+    Terrafirma,
+    /// A WASI command (`_start`) run as a CGI handler.
+    WasiCgi,
 }
 
-impl GuestRequest {
-    /// The target with its query, as the client sent it.
-    pub fn target(&self) -> &str {
-        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
+impl Abi {
+    /// As the upload answer names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Abi::Terrafirma => "terrafirma",
+            Abi::WasiCgi => "wasi-cgi",
+        }
     }
 }
 
-/// What the guest answered.
-#[derive(Debug, Clone)]
-pub struct GuestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// Drops the headers that frame a message (`content-length`,
-/// `transfer-encoding`, `connection`) from one a guest built: the node
-/// frames every message itself, and a guest's own framing would contradict
-/// the body it set (hyper panics on such a response).
-pub fn drop_framing_headers(headers: &mut HeaderMap) {
-    for framing in [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION] {
-        headers.remove(framing);
-    }
-}
-
-impl Default for GuestResponse {
-    fn default() -> Self {
-        GuestResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: Bytes::new() }
+impl fmt::Display for Abi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -75,9 +57,9 @@ pub struct HandlerConfig {
     /// Instances to keep ready (Terrafirma guests only).
     pub prewarm: u32,
     /// The site's KV store.
-    pub kv: Option<Arc<crate::kv::SiteKv>>,
+    pub kv: Option<Arc<SiteKv>>,
     /// What the site's guests may reach on the network.
-    pub net: Option<crate::outbound::SiteNet>,
+    pub net: Option<SiteNet>,
 }
 
 /// A compiled module ready to serve, whatever its interface.
@@ -112,5 +94,15 @@ impl Handler {
             Handler::Terrafirma(handler) => handler.handle(request).await,
             Handler::WasiCgi(handler) => handler.handle(request).await,
         }
+    }
+}
+
+/// Checks that `name`, if exported, is a function of type `[] -> []`.
+fn nullary_export(module: &wasmtime::Module, name: &str) -> wasmtime::Result<Option<wasmtime::ModuleExport>> {
+    use wasmtime::ExternType;
+    let Some(ty) = module.get_export(name) else { return Ok(None) };
+    match ty {
+        ExternType::Func(f) if f.params().len() == 0 && f.results().len() == 0 => Ok(module.get_export_index(name)),
+        _ => wasmtime::bail!("export `{name}` must be a function of type [] -> []"),
     }
 }

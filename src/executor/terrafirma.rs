@@ -5,18 +5,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
-use wasmtime::{ExternType, InstancePre, Module, ModuleExport, Store, TypedFunc};
+use wasmtime::{InstancePre, Module, ModuleExport, Store, TypedFunc};
 
-use super::sandbox::arm;
-use super::{CallMode, Fault, FaultKind, GuestRequest, GuestResponse, HandlerConfig, Sandbox};
-use crate::abi::terrafirma::{HostcallError, KV_NOT_SAVED};
-use crate::modules::prepare::{MEMORY_EXPORT, TABLE_EXPORT};
-use crate::runtime::Runtime;
-
-/// Exports a guest may offer as its allocator, in the ABI's order.
-const MALLOC_EXPORTS: [&str; 3] = ["default_malloc_impl", "malloc", "memory.allocate"];
+use super::output::log_guest_output;
+use super::state::TerrafirmaState;
+use super::{Fault, FaultKind, HandlerConfig, Runtime, nullary_export};
+use crate::abi::terrafirma::{KV_NOT_SAVED, MALLOC_EXPORTS, MEMORY_EXPORT, Session, SessionLimits, TABLE_EXPORT};
+use crate::messages::{GuestRequest, GuestResponse};
+use crate::sandbox::{CallMode, arm, new_store};
 
 /// Export lookups resolved once per module.
 #[derive(Clone)]
@@ -30,14 +27,14 @@ struct Exports {
 
 /// An instance ready for `run`.
 struct Ready {
-    store: Store<Sandbox>,
+    store: Store<TerrafirmaState>,
     run: TypedFunc<(), ()>,
 }
 
 /// Makes instances of one module.
 struct Instantiator {
     runtime: Arc<Runtime>,
-    pre: InstancePre<Sandbox>,
+    pre: InstancePre<TerrafirmaState>,
     mode: CallMode,
     exports: Exports,
     config: HandlerConfig,
@@ -47,33 +44,6 @@ pub struct TerrafirmaHandler {
     instantiator: Arc<Instantiator>,
     /// Instances made ahead of time; `None` when prewarming is off.
     warm: Option<Arc<ArrayQueue<Ready>>>,
-}
-
-/// Checks that `name`, if exported, is a function of type `[] -> []`.
-pub(super) fn nullary_export(module: &Module, name: &str) -> wasmtime::Result<Option<ModuleExport>> {
-    let Some(ty) = module.get_export(name) else { return Ok(None) };
-    match ty {
-        ExternType::Func(f) if f.params().len() == 0 && f.results().len() == 0 => Ok(module.get_export_index(name)),
-        _ => wasmtime::bail!("export `{name}` must be a function of type [] -> []"),
-    }
-}
-
-/// Resolves imports once: the node's own with type checks, anything else
-/// as a trapping function, listed in the returned warnings.
-pub(super) fn link(
-    runtime: &Runtime,
-    linker: &wasmtime::Linker<Sandbox>,
-    module: &Module,
-) -> wasmtime::Result<(InstancePre<Sandbox>, Vec<String>)> {
-    let mut store = Store::new(&runtime.engine, Sandbox::unarmed());
-    let warnings = module
-        .imports()
-        .filter(|import| linker.get_by_import(&mut store, import).is_none())
-        .map(|import| format!("unknown import `{}::{}` is linked as a function that traps", import.module(), import.name()))
-        .collect();
-    let mut linker = linker.clone();
-    linker.define_unknown_imports_as_traps(module)?;
-    Ok((linker.instantiate_pre(module)?, warnings))
 }
 
 impl TerrafirmaHandler {
@@ -86,7 +56,7 @@ impl TerrafirmaHandler {
             malloc: MALLOC_EXPORTS.iter().find_map(|name| module.get_export_index(name)),
         };
         let mode = runtime.call_mode(&module);
-        let (pre, warnings) = link(runtime, runtime.terrafirma_linker(mode), &module)?;
+        let (pre, warnings) = runtime.link(runtime.terrafirma_linker(mode), &module)?;
         let prewarm = config.prewarm as usize;
         let instantiator = Arc::new(Instantiator { runtime: runtime.clone(), pre, mode, exports, config });
         let warm = (prewarm > 0).then(|| Arc::new(ArrayQueue::new(prewarm)));
@@ -120,29 +90,30 @@ impl TerrafirmaHandler {
 }
 
 impl Instantiator {
+    fn session(&self) -> Session {
+        let config = &self.config;
+        let limits =
+            SessionLimits { max_response_bytes: config.limits.max_response_bytes, max_request_bytes: config.limits.max_request_bytes };
+        Session::new(config.label.clone(), limits, config.kv.clone(), config.net.clone())
+    }
+
     async fn instantiate(&self) -> Result<Ready, Fault> {
-        let mut store = Sandbox::new_store(&self.runtime.engine, &self.config.limits, self.mode);
-        let session = &mut store.data_mut().session;
-        session.label = self.config.label.clone();
-        session.kv = self.config.kv.clone();
-        session.outbound.net = self.config.net.clone();
+        let state = TerrafirmaState::new(self.mode, self.session());
+        let mut store = new_store(&self.runtime.engine, state, &self.config.limits);
         let instance = match self.mode {
             CallMode::Direct => self.pre.instantiate(&mut store),
             CallMode::Fiber => self.pre.instantiate_async(&mut store).await,
         };
         let instance = match instance {
             Ok(instance) => instance,
-            Err(error) => return Err(name_panic(&store, Fault::from_guest_error(&error, store.data().memory_cap.denied))),
+            Err(error) => return Err(name_panic(&store, Fault::from_guest_error(&error, store.data().sandbox.memory_denied()))),
         };
         let exports = &self.exports;
         let memory = exports.memory.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_memory());
         let table = exports.table.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_table());
         let malloc = exports.malloc.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_func());
-        let session = &mut store.data_mut().session;
-        session.memory = memory;
-        session.table = table;
-        session.exported_malloc = malloc;
-        let typed = |store: &mut Store<Sandbox>, export: &ModuleExport| {
+        store.data_mut().session.set_guest(memory, table, malloc);
+        let typed = |store: &mut Store<TerrafirmaState>, export: &ModuleExport| {
             instance
                 .get_module_export(&mut *store, export)
                 .and_then(|e| e.into_func())
@@ -166,24 +137,24 @@ impl Instantiator {
     async fn run(&self, ready: Ready, request: GuestRequest) -> Result<GuestResponse, Fault> {
         let Ready { mut store, run } = ready;
         arm(&mut store, &self.config.limits);
-        store.data_mut().session.request = Some(request);
+        store.data_mut().session.begin(request);
         let result = self.call(&mut store, run).await;
-        let output = guest_output(&store);
-        let answer = outcome(&store, result).map(|()| std::mem::take(&mut store.data_mut().session.response));
+        let answer = outcome(&store, result).map(|()| store.data_mut().session.take_response());
         // The slot goes back to the pool before the wait for the journal.
-        let mut session = std::mem::take(&mut store.data_mut().session);
-        drop(store);
+        let TerrafirmaState { mut session, log, .. } = store.into_data();
         // Nothing of the request leaves the node before its KV writes, and
         // those it read, are durable: not its response, not its log lines.
         let durable = session.flush_kv_batched().await;
-        log_output(&session.label, output);
+        if let Some(log) = &log {
+            log_guest_output(session.label(), log);
+        }
         let response = answer?;
         durable.map_err(|_| Fault::new(FaultKind::Storage, KV_NOT_SAVED))?;
         Ok(response)
     }
 
     /// Calls `func` in the module's call mode.
-    async fn call(&self, store: &mut Store<Sandbox>, func: TypedFunc<(), ()>) -> wasmtime::Result<()> {
+    async fn call(&self, store: &mut Store<TerrafirmaState>, func: TypedFunc<(), ()>) -> wasmtime::Result<()> {
         match self.mode {
             CallMode::Direct => func.call(store, ()),
             CallMode::Fiber => func.call_async(store, ()).await,
@@ -193,13 +164,13 @@ impl Instantiator {
 
 /// Classifies a guest call's result, naming a recorded panic message if
 /// the guest trapped after one.
-fn outcome(store: &Store<Sandbox>, result: wasmtime::Result<()>) -> Result<(), Fault> {
-    Fault::from_guest_result(result, store.data().memory_cap.denied).map_err(|fault| name_panic(store, fault))
+fn outcome(store: &Store<TerrafirmaState>, result: wasmtime::Result<()>) -> Result<(), Fault> {
+    Fault::from_guest_result(result, store.data().sandbox.memory_denied()).map_err(|fault| name_panic(store, fault))
 }
 
-fn name_panic(store: &Store<Sandbox>, mut fault: Fault) -> Fault {
-    if let (FaultKind::Trap, Some(message)) = (fault.kind, &store.data().session.panic_message) {
-        fault.reason = HostcallError::Panicked(one_line(message)).to_string();
+fn name_panic(store: &Store<TerrafirmaState>, mut fault: Fault) -> Fault {
+    if let (FaultKind::Trap, Some(message)) = (fault.kind, store.data().session.panic_message()) {
+        fault.reason = format!("guest panicked: {}", one_line(message));
     }
     fault
 }
@@ -208,22 +179,4 @@ fn name_panic(store: &Store<Sandbox>, mut fault: Fault) -> Fault {
 /// format puts the location on the first line and the message on the next.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
-}
-
-/// What the guest wrote to WASI stdout/stderr, for `log_output`.
-fn guest_output(store: &Store<Sandbox>) -> Option<Bytes> {
-    store.data().guest_log.as_ref().map(|log| log.contents())
-}
-
-/// Sends what the guest wrote to WASI stdout/stderr to the node's log.
-fn log_output(label: &str, output: Option<Bytes>) {
-    let Some(output) = output else { return };
-    for line in String::from_utf8_lossy(&output).lines() {
-        tracing::info!(target: "guest", module = %label, "{line}");
-    }
-}
-
-/// `log_output` at once, for an executor with no KV writes to wait for.
-pub(super) fn log_guest_output(store: &Store<Sandbox>) {
-    log_output(&store.data().session.label, guest_output(store));
 }

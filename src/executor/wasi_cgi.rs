@@ -8,18 +8,21 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use wasmtime::{InstancePre, Module, ModuleExport};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
-use super::terrafirma::{link, log_guest_output, nullary_export};
-use super::{CallMode, Fault, FaultKind, GuestRequest, GuestResponse, Sandbox, SandboxLimits};
-use crate::runtime::{GUEST_LOG_BYTES, Runtime};
+use super::output::{CappedPipe, GUEST_LOG_BYTES, log_guest_output};
+use super::state::WasiState;
+use super::{Fault, FaultKind, Runtime, nullary_export};
+use crate::messages::{GuestRequest, GuestResponse};
+use crate::sandbox::{SandboxLimits, new_store};
 
 /// Room for the CGI header block on top of the response body limit.
 const HEADER_ROOM: usize = 64 << 10;
 
 pub struct CgiHandler {
     runtime: Arc<Runtime>,
-    pre: InstancePre<Sandbox>,
+    pre: InstancePre<WasiState>,
     start: ModuleExport,
     label: Arc<str>,
     limits: SandboxLimits,
@@ -33,29 +36,22 @@ impl CgiHandler {
         limits: SandboxLimits,
     ) -> wasmtime::Result<(CgiHandler, Vec<String>)> {
         let start = nullary_export(&module, "_start")?.ok_or_else(|| wasmtime::format_err!("module does not export `_start`"))?;
-        let (pre, warnings) = link(runtime, &runtime.wasi_linker, &module)?;
+        let (pre, warnings) = runtime.link(&runtime.wasi, &module)?;
         Ok((CgiHandler { runtime: runtime.clone(), pre, start, label, limits }, warnings))
     }
 
     pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
-        let mut store = Sandbox::new_store(&self.runtime.engine, &self.limits, CallMode::Fiber);
-        let stdout = MemoryOutputPipe::new(self.limits.max_response_bytes + HEADER_ROOM);
-        let log = MemoryOutputPipe::new(GUEST_LOG_BYTES);
-        let env = cgi_environment(&request, &self.label);
+        let stdout = CappedPipe::new(self.limits.max_response_bytes + HEADER_ROOM);
+        let log = CappedPipe::new(GUEST_LOG_BYTES);
         let program = self.label.rsplit('/').next().unwrap_or_default();
-        let sandbox = store.data_mut();
-        sandbox.session.label = self.label.clone();
-        sandbox.wasi = Some(
-            WasiCtxBuilder::new()
-                .args(&[program])
-                .envs(&env)
-                .stdin(MemoryInputPipe::new(request.body.clone()))
-                .stdout(stdout.clone())
-                .stderr(log.clone())
-                .build_p1(),
-        );
-        sandbox.guest_log = Some(log);
-
+        let wasi = WasiCtxBuilder::new()
+            .args(&[program])
+            .envs(&cgi_environment(&request, &self.label))
+            .stdin(MemoryInputPipe::new(request.body.clone()))
+            .stdout(stdout.clone())
+            .stderr(log.clone())
+            .build_p1();
+        let mut store = new_store(&self.runtime.engine, WasiState::new(wasi), &self.limits);
         let result = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let start = instance
@@ -66,13 +62,37 @@ impl CgiHandler {
             start.call_async(&mut store, ()).await
         }
         .await;
-        log_guest_output(&store);
-        Fault::from_guest_result(result, store.data().memory_cap.denied)?;
-        let output = stdout.contents();
-        if output.len() > self.limits.max_response_bytes + HEADER_ROOM {
-            return Err(Fault::new(FaultKind::Trap, "response over the size limit"));
+        log_guest_output(&self.label, &log);
+        Fault::from_guest_result(result, store.data().sandbox.memory_denied())?;
+        let limit = self.limits.max_response_bytes;
+        let response = parse_cgi_output(stdout.contents());
+        if stdout.dropped() > 0 || response.body.len() > limit {
+            return Err(Fault::new(FaultKind::ResponseTooLarge, format!("response over the limit of {limit} bytes")));
         }
-        Ok(parse_cgi_output(output))
+        Ok(response)
+    }
+}
+
+/// Runs a WASI command once with `wasi` (`terrafirma run`): no limits but
+/// the engine's; returns the guest's exit code.
+pub async fn run_command(runtime: &Runtime, module: &Module, wasi: WasiP1Ctx) -> anyhow::Result<i32> {
+    let unlimited = SandboxLimits {
+        fuel: u64::MAX,
+        timeout: std::time::Duration::from_secs(365 * 24 * 3600),
+        memory_bytes: usize::MAX,
+        max_response_bytes: usize::MAX,
+        max_request_bytes: usize::MAX,
+    };
+    let mut store = new_store(&runtime.engine, WasiState::new(wasi), &unlimited);
+    let (pre, _) = runtime.link(&runtime.wasi, module)?;
+    let instance = pre.instantiate_async(&mut store).await?;
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+    match start.call_async(&mut store, ()).await {
+        Ok(()) => Ok(0),
+        Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => Ok(exit.0),
+            None => Err(error.into()),
+        },
     }
 }
 

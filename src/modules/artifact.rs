@@ -9,7 +9,7 @@ use std::time::Instant;
 use wasmtime::Module;
 
 use super::prepare::Prepared;
-use crate::runtime::Runtime;
+use crate::executor::Runtime;
 
 /// Bumped whenever `prepare::rewrite` changes what it produces.
 const REWRITE_VERSION: u32 = 1;

@@ -9,34 +9,8 @@ use sha2::{Digest, Sha256};
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasmparser::{Encoding, ExternalKind, Parser, Payload, TypeRef};
 
-/// Export the rewrite adds for the guest's memory 0.
-pub const MEMORY_EXPORT: &str = "__terrafirma_memory";
-/// Export the rewrite adds for the guest's table 0 (`hostcall_init_mm` indices).
-pub const TABLE_EXPORT: &str = "__terrafirma_table";
-
-/// The guest interfaces a module can implement (SPEC: "Guest interfaces").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Abi {
-    /// Terrafirma / Terrarium: exports `run`, imports `env.hostcall_*`.
-    Terrafirma,
-    /// A WASI command (`_start`) run as a CGI handler.
-    WasiCgi,
-}
-
-impl Abi {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Abi::Terrafirma => "terrafirma",
-            Abi::WasiCgi => "wasi-cgi",
-        }
-    }
-}
-
-impl fmt::Display for Abi {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::abi::terrafirma::{MEMORY_EXPORT, TABLE_EXPORT};
+use crate::executor::Abi;
 
 /// Why an upload is not a module this node can serve. Shown to the uploader.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::prepare::Abi;
-use crate::executor::Handler;
+use crate::executor::{Abi, Handler};
 
 /// One version of one module, ready to serve.
 pub struct Deployed {

@@ -16,12 +16,12 @@ use std::time::SystemTime;
 use super::artifact::{load_or_compile, write_atomic};
 use super::prepare::{PrepareError, prepare};
 use super::registry::{Deployed, Registry};
-use super::{valid_module_name, valid_site_name};
 use crate::config::Config;
-use crate::executor::{Handler, HandlerConfig, SandboxLimits};
+use crate::executor::{Handler, HandlerConfig, Runtime};
 use crate::kv::KvStores;
+use crate::names::{valid_module_name, valid_site_name};
 use crate::outbound::{AllowList, Net, SiteNet};
-use crate::runtime::Runtime;
+use crate::sandbox::SandboxLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {

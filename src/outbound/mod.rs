@@ -21,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 pub use allow::{AllowList, MAX_URL_BYTES, UrlError};
 pub use dns::{DnsError, MAX_QUERY_BYTES, Resolver};
 
-use crate::executor::{GuestResponse, drop_framing_headers};
+use crate::messages::{GuestResponse, drop_framing_headers};
 use connect::GuardedConnector;
 
 /// Why an outgoing request failed (the guest sees `-1`; this goes to the log).

@@ -15,10 +15,11 @@ use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
 use crate::config::Config;
-use crate::executor::{Fault, FaultKind, GuestRequest, GuestResponse, drop_framing_headers};
+use crate::executor::{Fault, FaultKind};
+use crate::messages::{GuestRequest, GuestResponse, drop_framing_headers};
 use crate::modules::Registry;
 
-/// Response header naming the kind of fault (SPEC: errors).
+/// Response header naming the kind of fault (`docs/errors.md`).
 pub const ERROR_HEADER: &str = "x-terrafirma-error";
 
 pub struct SiteServer {
@@ -36,7 +37,7 @@ impl SiteServer {
         let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
         let Some(route) = routing::resolve(self.registry(), &self.config, host, parts.uri.path()) else {
             let site = routing::site_for(self.registry(), &self.config, host);
-            let name = routing::module_segment(parts.uri.path()).unwrap_or(crate::modules::INDEX_MODULE);
+            let name = routing::module_segment(parts.uri.path()).unwrap_or(crate::names::INDEX_MODULE);
             return fault_response(name, &Fault::new(FaultKind::NotFound, format!("no such module on site {site}")));
         };
         let deployed = route.module;
@@ -53,23 +54,21 @@ impl SiteServer {
         let body = if body.is_end_stream() {
             Bytes::new()
         } else {
-            match Limited::new(body, max_body as usize).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
-                Err(_) => {
+            match read_body(body, max_body as usize, self.config.http.body_timeout).await {
+                Ok(body) => body,
+                Err(BodyError::TooLarge) => return too_large(),
+                Err(BodyError::TooSlow) => {
+                    deployed.count(true);
+                    let reason = format!("request body not received within {:?}", self.config.http.body_timeout);
+                    return fault_response(&deployed.name, &Fault::new(FaultKind::RequestTimeout, reason));
+                }
+                Err(BodyError::Unreadable) => {
                     deployed.count(true);
                     return plain(StatusCode::BAD_REQUEST, "request body could not be read\n");
                 }
             }
         };
-        let request = GuestRequest {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-            body,
-            client_ip: peer.ip(),
-            script_len: route.script_len,
-        };
+        let request = GuestRequest::new(parts.method, parts.uri, parts.headers, body, peer.ip(), route.script_len);
         match deployed.handler.handle(request).await {
             Ok(response) if response.status.is_informational() => {
                 deployed.count(true);
@@ -86,6 +85,25 @@ impl SiteServer {
                 fault_response(&deployed.name, &fault)
             }
         }
+    }
+}
+
+/// Why a request body could not be had.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    /// Not all of it arrived in time.
+    TooSlow,
+    Unreadable,
+}
+
+/// Reads a whole body of at most `limit` bytes, within `timeout` from now.
+pub async fn read_body(body: Incoming, limit: usize, timeout: std::time::Duration) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyError::TooSlow),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Unreadable),
     }
 }
 

@@ -4,7 +4,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::modules::{DEFAULT_SITE, Deployed, INDEX_MODULE, Registry};
+use crate::modules::{Deployed, Registry};
+use crate::names::{DEFAULT_SITE, INDEX_MODULE};
 
 pub struct Route {
     pub module: Arc<Deployed>,
@@ -33,13 +34,17 @@ fn strip_port(host: &str) -> &str {
 /// segment (with or without `.wasm`), else the site's `index` module.
 pub fn resolve(registry: &Registry, config: &Config, host: Option<&str>, path: &str) -> Option<Route> {
     let site = site_for(registry, config, host);
-    let segment = first_segment(path);
-    if let Some(name) = module_segment(path)
-        && let Some(module) = registry.get(&site, name)
-    {
-        return Some(Route { module, script_len: 1 + segment.len() });
-    }
-    registry.get(&site, INDEX_MODULE).map(|module| Route { module, script_len: 0 })
+    let module = module_segment(path).and_then(|name| registry.get(&site, name)).or_else(|| registry.get(&site, INDEX_MODULE))?;
+    let script_len = script_name_len(path, &module.name);
+    Some(Route { module, script_len })
+}
+
+/// How many leading bytes of `path` name the module `name` that serves it
+/// (CGI's `SCRIPT_NAME`): its first segment when that names the module,
+/// else none, as for a site's `index` module. The node's routing and
+/// `terrafirma run` agree through this.
+pub fn script_name_len(path: &str, name: &str) -> usize {
+    if module_segment(path) == Some(name) { 1 + first_segment(path).len() } else { 0 }
 }
 
 fn first_segment(path: &str) -> &str {
@@ -61,6 +66,16 @@ mod tests {
         assert_eq!(strip_port("example.com:8080"), "example.com");
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn script_name_is_the_segment_that_names_the_module() {
+        assert_eq!(script_name_len("/hello.wasm/a/b", "hello"), "/hello.wasm".len());
+        assert_eq!(script_name_len("/hello/a", "hello"), "/hello".len());
+        assert_eq!(script_name_len("/index/a", "index"), "/index".len());
+        assert_eq!(script_name_len("/compare/a/to/b", "index"), 0);
+        assert_eq!(script_name_len("/", "index"), 0);
+        assert_eq!(script_name_len("/other/x", "hello"), 0);
     }
 
     #[test]

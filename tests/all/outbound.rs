@@ -133,7 +133,7 @@ async fn upstream_failures_size_limits_and_the_admin_port_answer_minus_one() {
 async fn received_bodies_share_a_budget_per_incoming_request() {
     let upstream = Upstream::start().await;
     let node = node_with(|limits| limits.max_response_bytes = 1000).await;
-    let factor = terrafirma::abi::terrafirma::RECEIVED_BODIES_FACTOR;
+    let factor = terrafirma::RECEIVED_BODIES_FACTOR;
     let (slow, big) = (upstream.url("/slow/300"), upstream.url("/big/900"));
     // The slow one first, so that the guest's poll finds it not ready.
     let mut urls = vec![slow.as_str()];
@@ -189,7 +189,7 @@ async fn hundreds_of_async_requests_are_capped_per_request() {
     let node = node_with(|_| {}).await;
     let resp = fetch(&node, ALLOWED, "GET", "f", &[&upstream.url("/slow/50")], "").await;
     assert_eq!(resp.status, 200, "{resp:?}");
-    let cap = terrafirma::abi::terrafirma::MAX_OUTBOUND_REQUESTS;
+    let cap = terrafirma::MAX_OUTBOUND_REQUESTS;
     assert_eq!(resp.field("started"), cap.to_string());
     assert_eq!(resp.field("refused"), (100 - cap).to_string());
     assert!(upstream.served() <= cap, "never more than the cap sent");

@@ -6,22 +6,22 @@
 //! runs within the incoming request's wall-clock limit, and whatever is
 //! still in flight when the request ends is cancelled with it.
 
-use std::fmt::Display;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use tokio::task::{JoinError, JoinHandle};
-use tokio::time::timeout_at;
+use tokio::time::{Instant, timeout_at};
 use wasmtime::{Caller, Linker};
 
-use super::memory::{hand_out, hand_out_list, memory, read, read_slices, slice, write_i32};
-use super::{HostcallError, HostcallStatus, KV_NOT_SAVED, MODULE, deadline, headers, log_failure};
-use crate::executor::{CallMode, DeadlineExceeded, GuestResponse, Sandbox};
+use super::memory::{hand_out, hand_out_list, memory, read, read_i32s, read_slices, slice, write_i32};
+use super::{GuestTrap, Handle, HostcallError, HostcallResult, HostcallStatus, KV_NOT_SAVED, TerrafirmaView, headers};
+use crate::messages::GuestResponse;
 use crate::outbound::{ByteBudget, MAX_URL_BYTES, OutboundError, SiteNet, UrlError};
+use crate::sandbox::{CallMode, DeadlineExceeded};
 
 /// Most requests a guest may create while serving one incoming request.
 pub const MAX_OUTBOUND_REQUESTS: usize = 64;
@@ -29,29 +29,25 @@ pub const MAX_OUTBOUND_REQUESTS: usize = 64;
 /// site's `max_response_bytes` (which also caps each body).
 pub const RECEIVED_BODIES_FACTOR: usize = 4;
 
-/// The handle results of the ABI.
-const FAILED: i32 = -1;
-const NOT_READY: i32 = -2;
-
-/// One kind of handle. Handles count up from `first` and are never reused
-/// within a request, so a stale handle can only be invalid.
+/// One kind of handle. Handles count up from 1 (0 is the incoming request
+/// or the outgoing response) and are never reused within a request, so a
+/// stale handle can only be invalid.
 struct Slots<T> {
-    first: i32,
     items: Vec<Option<T>>,
 }
 
 impl<T> Slots<T> {
-    const fn new(first: i32) -> Self {
-        Slots { first, items: Vec::new() }
+    const fn new() -> Self {
+        Slots { items: Vec::new() }
     }
 
-    fn insert(&mut self, item: T) -> i32 {
+    fn insert(&mut self, item: T) -> Handle {
         self.items.push(Some(item));
-        self.first + self.items.len() as i32 - 1
+        Handle(self.items.len() as i32)
     }
 
     fn index(&self, handle: i32) -> Option<usize> {
-        let index = usize::try_from(handle.checked_sub(self.first)?).ok()?;
+        let index = usize::try_from(handle.checked_sub(1)?).ok()?;
         (index < self.items.len()).then_some(index)
     }
 
@@ -90,10 +86,10 @@ impl Future for Task {
 /// The outbound state of one request.
 pub struct Outbound {
     /// What the site may reach; `None` where nothing may be (`terrafirma run`).
-    pub net: Option<SiteNet>,
-    /// Requests being built (handle 0 is the incoming request).
+    net: Option<SiteNet>,
+    /// Requests being built.
     requests: Slots<Request<Bytes>>,
-    /// Responses received (handle 0 is the outgoing response).
+    /// Responses received.
     responses: Slots<GuestResponse>,
     pending: Slots<Task>,
     created: usize,
@@ -103,290 +99,254 @@ pub struct Outbound {
 
 impl Default for Outbound {
     fn default() -> Self {
-        Outbound { net: None, requests: Slots::new(1), responses: Slots::new(1), pending: Slots::new(1), created: 0, budget: None }
+        Outbound::new(None)
     }
 }
 
+impl Outbound {
+    pub fn new(net: Option<SiteNet>) -> Outbound {
+        Outbound { net, requests: Slots::new(), responses: Slots::new(), pending: Slots::new(), created: 0, budget: None }
+    }
+
+    /// What the site may reach; `None` where nothing may be.
+    pub fn net(&self) -> Option<SiteNet> {
+        self.net.clone()
+    }
+}
+
+fn outbound<'a, T: TerrafirmaView>(caller: &'a mut Caller<'_, T>) -> &'a mut Outbound {
+    caller.data_mut().session_mut().outbound_mut()
+}
+
 /// The limits of one send: each body's cap and the request's shared budget.
-fn body_limits(caller: &mut Caller<'_, Sandbox>) -> (usize, Arc<ByteBudget>) {
-    let session = &mut caller.data_mut().session;
-    let max_body = session.max_response_bytes;
-    let budget = session.outbound.budget.get_or_insert_with(|| Arc::new(ByteBudget::new(max_body.saturating_mul(RECEIVED_BODIES_FACTOR))));
+fn body_limits<T: TerrafirmaView>(caller: &mut Caller<'_, T>) -> (usize, Arc<ByteBudget>) {
+    let session = caller.data_mut().session_mut();
+    let max_body = session.limits().max_response_bytes;
+    let budget =
+        session.outbound_mut().budget.get_or_insert_with(|| Arc::new(ByteBudget::new(max_body.saturating_mul(RECEIVED_BODIES_FACTOR))));
     (max_body, budget.clone())
 }
 
-/// Logs why a call failed and answers `-1`.
-fn refuse(caller: &Caller<'_, Sandbox>, call: &'static str, reason: impl Display) -> i32 {
-    log_failure(caller, call, reason);
-    FAILED
+fn deadline<T: TerrafirmaView>(caller: &Caller<'_, T>) -> Instant {
+    Instant::from_std(caller.data().deadline())
 }
 
-/// Sends `request` in the background, within the request's deadline.
-fn spawn(caller: &mut Caller<'_, Sandbox>, net: &SiteNet, request: Request<Bytes>) -> Task {
-    let (net, deadline) = (net.net.clone(), deadline(caller));
+/// Sends `request` within the request's deadline.
+fn send<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
+    net: SiteNet,
+    request: Request<Bytes>,
+) -> impl Future<Output = Result<GuestResponse, OutboundError>> + use<T> {
+    let deadline = deadline(caller);
     let (max_body, budget) = body_limits(caller);
-    Task(tokio::spawn(
-        async move { timeout_at(deadline, net.send(request, max_body, &budget)).await.unwrap_or(Err(OutboundError::Deadline)) },
-    ))
+    async move { timeout_at(deadline, net.net.send(request, max_body, &budget)).await.unwrap_or(Err(OutboundError::Deadline)) }
 }
 
 /// A finished send as the guest sees it: a response handle, or `-1`. Past
 /// the deadline the guest's request ends with a timeout.
-fn finish(
-    caller: &mut Caller<'_, Sandbox>,
-    call: &'static str,
+fn received<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
     result: Result<Result<GuestResponse, OutboundError>, JoinError>,
-) -> wasmtime::Result<i32> {
+) -> HostcallResult<Handle> {
     match result {
-        Ok(Ok(response)) => Ok(caller.data_mut().session.outbound.responses.insert(response)),
+        Ok(Ok(response)) => Ok(outbound(caller).responses.insert(response)),
         Ok(Err(OutboundError::Deadline)) => Err(DeadlineExceeded.into()),
-        Ok(Err(error)) => Ok(refuse(caller, call, error)),
-        Err(error) => Ok(refuse(caller, call, format!("the request task failed: {error}"))),
+        Ok(Err(error)) => Err(HostcallError::refused(error)),
+        Err(error) => Err(HostcallError::refused(format!("the request task failed: {error}"))),
     }
 }
 
-/// Takes a built request for sending (`Err`: the answer to give). It goes
-/// out only once the KV writes the guest may have seen are durable.
-fn take_request(caller: &mut Caller<'_, Sandbox>, call: &'static str, req: i32) -> Result<(SiteNet, Request<Bytes>), i32> {
-    if caller.data_mut().session.flush_kv().is_err() {
-        return Err(refuse(caller, call, KV_NOT_SAVED));
+/// Takes a built request for sending. It goes out only once the KV writes
+/// the guest may have seen are durable.
+fn take_request<T: TerrafirmaView>(caller: &mut Caller<'_, T>, req: i32) -> HostcallResult<(SiteNet, Request<Bytes>)> {
+    if caller.data_mut().session_mut().flush_kv().is_err() {
+        return Err(HostcallError::refused(KV_NOT_SAVED));
     }
-    let outbound = &mut caller.data_mut().session.outbound;
+    let outbound = outbound(caller);
     match (outbound.net.clone(), outbound.requests.take(req)) {
         (Some(net), Some(request)) => Ok((net, request)),
-        _ => Err(refuse(caller, call, format!("invalid request handle {req}"))),
+        _ => Err(HostcallError::refused(format!("invalid request handle {req}"))),
     }
 }
 
 /// The response a `hostcall_resp_get_*` reads: one received, or (handle 0)
 /// the outgoing response as built so far.
-fn response<'a>(caller: &'a Caller<'_, Sandbox>, call: &'static str, handle: i32) -> Result<&'a GuestResponse, HostcallError> {
-    let session = &caller.data().session;
+fn response<'a, T: TerrafirmaView>(caller: &'a Caller<'_, T>, handle: i32) -> Result<&'a GuestResponse, GuestTrap> {
+    let session = caller.data().session();
     match handle {
-        0 => Ok(&session.response),
-        _ => session.outbound.responses.get(handle).ok_or(HostcallError::BadHandle { call, handle }),
+        0 => Ok(session.response()),
+        _ => session.outbound().responses.get(handle).ok_or(GuestTrap::BadHandle(handle)),
     }
+}
+
+fn hostcall_req_create<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
+    method_ptr: i32,
+    method_len: i32,
+    url_ptr: i32,
+    url_len: i32,
+) -> HostcallResult<Handle> {
+    let method = read(caller, method_ptr, method_len)?;
+    let url = {
+        let memory = memory(caller)?;
+        let url = slice(memory.data(&*caller), url_ptr, url_len)?;
+        if url.len() > MAX_URL_BYTES {
+            return Err(HostcallError::refused(UrlError::TooLong(url.len())));
+        }
+        url.to_vec()
+    };
+    let outbound = outbound(caller);
+    let Some(net) = &outbound.net else { return Err(HostcallError::refused("outbound requests are not available here")) };
+    if outbound.created >= MAX_OUTBOUND_REQUESTS {
+        return Err(HostcallError::refused(format!("over the limit of {MAX_OUTBOUND_REQUESTS} outbound requests per request")));
+    }
+    let Ok(method) = Method::from_bytes(&method) else {
+        return Err(HostcallError::refused(format!("invalid method {:?}", String::from_utf8_lossy(&method))));
+    };
+    let uri = net.allow.check_url(&url).map_err(HostcallError::refused)?;
+    let mut request = Request::new(Bytes::new());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    outbound.created += 1;
+    Ok(outbound.requests.insert(request))
+}
+
+fn hostcall_req_set_header<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
+    req: i32,
+    name_ptr: i32,
+    name_len: i32,
+    values_ptr: i32,
+    values_count: i32,
+) -> HostcallResult<HostcallStatus> {
+    let name = read(caller, name_ptr, name_len)?;
+    let values = read_slices(caller, values_ptr, values_count)?;
+    let request = outbound(caller).requests.get_mut(req).ok_or(HostcallError::Invalid)?;
+    Ok(headers::set(request.headers_mut(), &name, values))
+}
+
+fn hostcall_req_set_body<T: TerrafirmaView>(caller: &mut Caller<'_, T>, req: i32, ptr: i32, len: i32) -> HostcallResult<HostcallStatus> {
+    let limit = caller.data().session().limits().max_request_bytes;
+    if usize::try_from(len).is_ok_and(|len| len > limit) {
+        return Err(HostcallError::refused(format!("body of {len} bytes is over the outbound limit of {limit} bytes")));
+    }
+    let body = read(caller, ptr, len)?;
+    let request = outbound(caller).requests.get_mut(req).ok_or(HostcallError::Invalid)?;
+    *request.body_mut() = Bytes::from(body);
+    Ok(HostcallStatus::Ok)
+}
+
+fn hostcall_req_send_async<T: TerrafirmaView>(caller: &mut Caller<'_, T>, req: i32) -> HostcallResult<Handle> {
+    let (net, request) = take_request(caller, req)?;
+    let task = Task(tokio::spawn(send(caller, net, request)));
+    Ok(outbound(caller).pending.insert(task))
+}
+
+fn hostcall_pending_req_poll<T: TerrafirmaView>(caller: &mut Caller<'_, T>, pending: i32) -> HostcallResult<Handle> {
+    let outbound = outbound(caller);
+    let task = outbound.pending.get_mut(pending).ok_or_else(|| HostcallError::refused(format!("invalid pending handle {pending}")))?;
+    match Pin::new(task).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Pending => Ok(Handle::NOT_READY),
+        Poll::Ready(result) => {
+            outbound.pending.take(pending);
+            received(caller, result)
+        }
+    }
+}
+
+async fn hostcall_req_send<T: TerrafirmaView>(caller: &mut Caller<'_, T>, req: i32) -> HostcallResult<Handle> {
+    let (net, request) = take_request(caller, req)?;
+    let result = send(caller, net, request).await;
+    received(caller, Ok(result))
+}
+
+async fn hostcall_pending_req_wait<T: TerrafirmaView>(caller: &mut Caller<'_, T>, pending: i32) -> HostcallResult<Handle> {
+    let task = outbound(caller).pending.take(pending).ok_or_else(|| HostcallError::refused(format!("invalid pending handle {pending}")))?;
+    let result = timeout_at(deadline(caller), task).await.map_err(|_| DeadlineExceeded)?;
+    received(caller, result)
+}
+
+async fn hostcall_pending_req_select<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
+    pendings_ptr: i32,
+    count: i32,
+    out_ptr: i32,
+) -> HostcallResult<Handle> {
+    if !(1..=MAX_OUTBOUND_REQUESTS as i32).contains(&count) {
+        return Err(HostcallError::refused(format!("{count} handles: expected 1 to {MAX_OUTBOUND_REQUESTS}")));
+    }
+    let handles = read_i32s(caller, pendings_ptr, count)?;
+    // Checks the out pointer before waiting, and leaves -1 there on failure.
+    write_i32(caller, out_ptr, -1)?;
+    if let Some(bad) = handles.iter().find(|&&h| caller.data().session().outbound().pending.get(h).is_none()) {
+        return Err(HostcallError::refused(format!("invalid pending handle {bad}")));
+    }
+    let deadline = deadline(caller);
+    let pending = &mut outbound(caller).pending;
+    let first_done = poll_fn(|cx| {
+        for &handle in &handles {
+            let task = pending.get_mut(handle).expect("checked above");
+            if let Poll::Ready(result) = Pin::new(task).poll(cx) {
+                return Poll::Ready((handle, result));
+            }
+        }
+        Poll::Pending
+    });
+    let (handle, result) = timeout_at(deadline, first_done).await.map_err(|_| DeadlineExceeded)?;
+    outbound(caller).pending.take(handle);
+    write_i32(caller, out_ptr, handle)?;
+    received(caller, result)
+}
+
+fn hostcall_resp_get_response_code<T: TerrafirmaView>(caller: &mut Caller<'_, T>, resp: i32) -> HostcallResult<StatusCode> {
+    response(caller, resp).map(|response| response.status).map_err(HostcallError::refused)
+}
+
+async fn hostcall_resp_get_headers<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
+    names_p: i32,
+    count_p: i32,
+    resp: i32,
+) -> HostcallResult<()> {
+    let names: Vec<Bytes> = headers::names(&response(caller, resp)?.headers).collect();
+    hand_out_list(caller, names_p, count_p, &names).await
+}
+
+async fn hostcall_resp_get_header<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
+    values_p: i32,
+    count_p: i32,
+    resp: i32,
+    name_ptr: i32,
+    name_len: i32,
+) -> HostcallResult<()> {
+    let name = read(caller, name_ptr, name_len)?;
+    let values = headers::values(&response(caller, resp)?.headers, &name);
+    hand_out_list(caller, values_p, count_p, &values).await
+}
+
+async fn hostcall_resp_get_body<T: TerrafirmaView>(caller: &mut Caller<'_, T>, ptr_p: i32, len_p: i32, resp: i32) -> HostcallResult<()> {
+    let body = response(caller, resp)?.body.clone();
+    hand_out(caller, ptr_p, len_p, &body).await
 }
 
 /// Building, polling and reading are linked in both modes; sending and
 /// waiting (`req_send`, `pending_req_wait`, `pending_req_select`) only for
 /// guests on fibers.
-pub fn add_to_linker(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Result<()> {
-    add_requests(linker)?;
-    add_pending(linker)?;
-    add_responses(linker, mode)?;
+pub fn add_to_linker<T: TerrafirmaView>(linker: &mut Linker<T>, mode: CallMode) -> wasmtime::Result<()> {
+    plain!(linker, hostcall_req_create(method_ptr: i32, method_len: i32, url_ptr: i32, url_len: i32));
+    plain!(linker, hostcall_req_set_header(req: i32, name_ptr: i32, name_len: i32, values_ptr: i32, values_count: i32));
+    plain!(linker, hostcall_req_set_body(req: i32, ptr: i32, len: i32));
+    plain!(linker, hostcall_req_send_async(req: i32));
+    plain!(linker, hostcall_pending_req_poll(pending: i32));
+    plain!(linker, hostcall_resp_get_response_code(resp: i32));
+    reentrant!(linker, mode, hostcall_resp_get_headers(names_p: i32, count_p: i32, resp: i32));
+    reentrant!(linker, mode, hostcall_resp_get_header(values_p: i32, count_p: i32, resp: i32, name_ptr: i32, name_len: i32));
+    reentrant!(linker, mode, hostcall_resp_get_body(ptr_p: i32, len_p: i32, resp: i32));
     if mode == CallMode::Fiber {
-        add_waiting(linker)?;
+        waiting!(linker, hostcall_req_send(req: i32));
+        waiting!(linker, hostcall_pending_req_wait(pending: i32));
+        waiting!(linker, hostcall_pending_req_select(pendings_ptr: i32, count: i32, out_ptr: i32));
     }
-    Ok(())
-}
-
-fn add_requests(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        MODULE,
-        "hostcall_req_create",
-        |mut caller: Caller<'_, Sandbox>, method_ptr: i32, method_len: i32, url_ptr: i32, url_len: i32| -> wasmtime::Result<i32> {
-            const CALL: &str = "hostcall_req_create";
-            let method = read(&caller, method_ptr, method_len, CALL)?;
-            let url = {
-                let memory = memory(&caller, CALL)?;
-                let url = slice(memory.data(&caller), url_ptr, url_len, CALL)?;
-                if url.len() > MAX_URL_BYTES {
-                    return Ok(refuse(&caller, CALL, UrlError::TooLong(url.len())));
-                }
-                url.to_vec()
-            };
-            let outbound = &caller.data().session.outbound;
-            let Some(net) = &outbound.net else {
-                return Ok(refuse(&caller, CALL, "outbound requests are not available here"));
-            };
-            if outbound.created >= MAX_OUTBOUND_REQUESTS {
-                return Ok(refuse(&caller, CALL, format!("over the limit of {MAX_OUTBOUND_REQUESTS} outbound requests per request")));
-            }
-            let Ok(method) = Method::from_bytes(&method) else {
-                return Ok(refuse(&caller, CALL, format!("invalid method {:?}", String::from_utf8_lossy(&method))));
-            };
-            let uri = match net.allow.check_url(&url) {
-                Ok(uri) => uri,
-                Err(error) => return Ok(refuse(&caller, CALL, error)),
-            };
-            let mut request = Request::new(Bytes::new());
-            *request.method_mut() = method;
-            *request.uri_mut() = uri;
-            let outbound = &mut caller.data_mut().session.outbound;
-            outbound.created += 1;
-            Ok(outbound.requests.insert(request))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "hostcall_req_set_header",
-        |mut caller: Caller<'_, Sandbox>,
-         req: i32,
-         name_ptr: i32,
-         name_len: i32,
-         values_ptr: i32,
-         values_count: i32|
-         -> wasmtime::Result<i32> {
-            const CALL: &str = "hostcall_req_set_header";
-            let name = read(&caller, name_ptr, name_len, CALL)?;
-            let values = read_slices(&caller, values_ptr, values_count, CALL)?;
-            Ok(match caller.data_mut().session.outbound.requests.get_mut(req) {
-                Some(request) => headers::set(request.headers_mut(), &name, values),
-                None => HostcallStatus::Invalid,
-            }
-            .into())
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "hostcall_req_set_body",
-        |mut caller: Caller<'_, Sandbox>, req: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            const CALL: &str = "hostcall_req_set_body";
-            let limit = caller.data().session.max_request_bytes;
-            if usize::try_from(len).is_ok_and(|len| len > limit) {
-                refuse(&caller, CALL, format!("body of {len} bytes is over the outbound limit of {limit} bytes"));
-                return Ok(HostcallStatus::Invalid.into());
-            }
-            let body = read(&caller, ptr, len, CALL)?;
-            Ok(match caller.data_mut().session.outbound.requests.get_mut(req) {
-                Some(request) => {
-                    *request.body_mut() = Bytes::from(body);
-                    HostcallStatus::Ok
-                }
-                None => HostcallStatus::Invalid,
-            }
-            .into())
-        },
-    )?;
-    linker.func_wrap(MODULE, "hostcall_req_send_async", |mut caller: Caller<'_, Sandbox>, req: i32| -> i32 {
-        const CALL: &str = "hostcall_req_send_async";
-        let (net, request) = match take_request(&mut caller, CALL, req) {
-            Ok(taken) => taken,
-            Err(answer) => return answer,
-        };
-        let task = spawn(&mut caller, &net, request);
-        caller.data_mut().session.outbound.pending.insert(task)
-    })?;
-    Ok(())
-}
-
-fn add_pending(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "hostcall_pending_req_poll", |mut caller: Caller<'_, Sandbox>, pending: i32| -> wasmtime::Result<i32> {
-        const CALL: &str = "hostcall_pending_req_poll";
-        let outbound = &mut caller.data_mut().session.outbound;
-        let Some(task) = outbound.pending.get_mut(pending) else {
-            return Ok(refuse(&caller, CALL, format!("invalid pending handle {pending}")));
-        };
-        match Pin::new(task).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Pending => Ok(NOT_READY),
-            Poll::Ready(result) => {
-                outbound.pending.take(pending);
-                finish(&mut caller, CALL, result)
-            }
-        }
-    })?;
-    Ok(())
-}
-
-/// The hostcalls that wait on the network.
-fn add_waiting(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
-    linker.func_wrap_async(MODULE, "hostcall_req_send", |mut caller: Caller<'_, Sandbox>, (req,): (i32,)| {
-        Box::new(async move {
-            const CALL: &str = "hostcall_req_send";
-            let (net, request) = match take_request(&mut caller, CALL, req) {
-                Ok(taken) => taken,
-                Err(answer) => return Ok(answer),
-            };
-            let (max_body, budget) = body_limits(&mut caller);
-            let result = match timeout_at(deadline(&caller), net.net.send(request, max_body, &budget)).await {
-                Ok(result) => result,
-                Err(_) => Err(OutboundError::Deadline),
-            };
-            finish(&mut caller, CALL, Ok(result))
-        })
-    })?;
-    linker.func_wrap_async(MODULE, "hostcall_pending_req_wait", |mut caller: Caller<'_, Sandbox>, (pending,): (i32,)| {
-        Box::new(async move {
-            const CALL: &str = "hostcall_pending_req_wait";
-            let Some(task) = caller.data_mut().session.outbound.pending.take(pending) else {
-                return Ok(refuse(&caller, CALL, format!("invalid pending handle {pending}")));
-            };
-            match timeout_at(deadline(&caller), task).await {
-                Ok(result) => finish(&mut caller, CALL, result),
-                Err(_) => Err(DeadlineExceeded.into()),
-            }
-        })
-    })?;
-    linker.func_wrap_async(
-        MODULE,
-        "hostcall_pending_req_select",
-        |mut caller: Caller<'_, Sandbox>, (pendings_ptr, count, out_ptr): (i32, i32, i32)| {
-            Box::new(async move {
-                const CALL: &str = "hostcall_pending_req_select";
-                if !(1..=MAX_OUTBOUND_REQUESTS as i32).contains(&count) {
-                    return Ok(refuse(&caller, CALL, format!("{count} handles: expected 1 to {MAX_OUTBOUND_REQUESTS}")));
-                }
-                let handles: Vec<i32> = read(&caller, pendings_ptr, count * 4, CALL)?
-                    .chunks_exact(4)
-                    .map(|bytes| i32::from_le_bytes(bytes.try_into().expect("4 bytes")))
-                    .collect();
-                // Checks the out pointer before waiting, and leaves -1 there on failure.
-                write_i32(&mut caller, out_ptr, FAILED, CALL)?;
-                if let Some(bad) = handles.iter().find(|&&h| caller.data().session.outbound.pending.get(h).is_none()) {
-                    return Ok(refuse(&caller, CALL, format!("invalid pending handle {bad}")));
-                }
-                let deadline = deadline(&caller);
-                let pending = &mut caller.data_mut().session.outbound.pending;
-                let first_done = poll_fn(|cx| {
-                    for &handle in &handles {
-                        let task = pending.get_mut(handle).expect("checked above");
-                        if let Poll::Ready(result) = Pin::new(task).poll(cx) {
-                            return Poll::Ready((handle, result));
-                        }
-                    }
-                    Poll::Pending
-                });
-                let Ok((handle, result)) = timeout_at(deadline, first_done).await else {
-                    return Err(DeadlineExceeded.into());
-                };
-                caller.data_mut().session.outbound.pending.take(handle);
-                write_i32(&mut caller, out_ptr, handle, CALL)?;
-                finish(&mut caller, CALL, result)
-            })
-        },
-    )?;
-    Ok(())
-}
-
-fn add_responses(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "hostcall_resp_get_response_code", |caller: Caller<'_, Sandbox>, resp: i32| -> i32 {
-        const CALL: &str = "hostcall_resp_get_response_code";
-        match response(&caller, CALL, resp) {
-            Ok(response) => i32::from(response.status.as_u16()),
-            Err(error) => refuse(&caller, CALL, error),
-        }
-    })?;
-    reentrant!(linker, mode, "hostcall_resp_get_headers", |caller, names_p: i32, count_p: i32, resp: i32| {
-        const CALL: &str = "hostcall_resp_get_headers";
-        let names: Vec<Bytes> = headers::names(&response(&caller, CALL, resp)?.headers).collect();
-        hand_out_list(&mut caller, names_p, count_p, &names, CALL).await
-    })?;
-    reentrant!(linker, mode, "hostcall_resp_get_header", |caller,
-                                                          values_p: i32,
-                                                          count_p: i32,
-                                                          resp: i32,
-                                                          name_ptr: i32,
-                                                          name_len: i32| {
-        const CALL: &str = "hostcall_resp_get_header";
-        let name = read(&caller, name_ptr, name_len, CALL)?;
-        let values = headers::values(&response(&caller, CALL, resp)?.headers, &name);
-        hand_out_list(&mut caller, values_p, count_p, &values, CALL).await
-    })?;
-    reentrant!(linker, mode, "hostcall_resp_get_body", |caller, ptr_p: i32, len_p: i32, resp: i32| {
-        const CALL: &str = "hostcall_resp_get_body";
-        let body = response(&caller, CALL, resp)?.body.clone();
-        hand_out(&mut caller, ptr_p, len_p, &body, CALL).await
-    })?;
     Ok(())
 }

@@ -1,66 +1,61 @@
-//! `hostcall_req_get_*`: the incoming request (handle 0) as the guest reads it.
-//! The node sets `x-terrafirma-client-ip`, `fastly-client-ip` and
-//! `x-fastly-client-ip` itself; a
-//! client's own values for them are never shown.
+//! `hostcall_req_get_*`: the incoming request (handle 0) as the guest reads
+//! it. Its client-address headers were set by the node (`GuestRequest::new`).
 
 use bytes::Bytes;
-use wasmtime::{Caller, Linker};
+use wasmtime::Caller;
 
 use super::memory::{hand_out, hand_out_list, read};
-use super::{HostcallError, headers};
-use crate::executor::{CallMode, GuestRequest, Sandbox};
+use super::{GuestTrap, HostcallResult, TerrafirmaView, headers};
+use crate::messages::GuestRequest;
+use crate::sandbox::CallMode;
 
-/// Set by the node to the client's address, whatever the client sent.
-/// Terrarium's throttle template reads `x-fastly-client-ip` first, so a
-/// client must not be able to choose that one either.
-const CLIENT_IP_HEADERS: [&str; 3] = ["x-terrafirma-client-ip", "fastly-client-ip", "x-fastly-client-ip"];
-
-fn incoming<'a>(caller: &'a Caller<'_, Sandbox>, handle: i32, call: &'static str) -> Result<&'a GuestRequest, HostcallError> {
-    match (&caller.data().session.request, handle) {
-        (Some(request), 0) => Ok(request),
-        _ => Err(HostcallError::BadHandle { call, handle }),
-    }
+fn incoming<'a, T: TerrafirmaView>(caller: &'a Caller<'_, T>, handle: i32) -> HostcallResult<&'a GuestRequest> {
+    Ok(caller.data().session().request(handle).ok_or(GuestTrap::BadHandle(handle))?)
 }
 
-/// Distinct header names, lower case, the node's client-ip headers included.
-fn header_names(request: &GuestRequest) -> Vec<Bytes> {
-    let mut names: Vec<Bytes> =
-        headers::names(&request.headers).filter(|name| !CLIENT_IP_HEADERS.iter().any(|ip| ip.as_bytes() == name.as_ref())).collect();
-    names.extend(CLIENT_IP_HEADERS.iter().map(|name| Bytes::from_static(name.as_bytes())));
-    names
+async fn hostcall_req_get_method<T: TerrafirmaView>(caller: &mut Caller<'_, T>, ptr_p: i32, len_p: i32, req: i32) -> HostcallResult<()> {
+    let method = Bytes::copy_from_slice(incoming(caller, req)?.method.as_str().as_bytes());
+    hand_out(caller, ptr_p, len_p, &method).await
 }
 
-/// All values of one header, the client-ip headers as the node set them.
-fn header_values(request: &GuestRequest, name: &[u8]) -> Vec<Bytes> {
-    if CLIENT_IP_HEADERS.iter().any(|ip| ip.as_bytes().eq_ignore_ascii_case(name)) {
-        return vec![Bytes::from(request.client_ip.to_string())];
-    }
-    headers::values(&request.headers, name)
+async fn hostcall_req_get_path<T: TerrafirmaView>(caller: &mut Caller<'_, T>, ptr_p: i32, len_p: i32, req: i32) -> HostcallResult<()> {
+    let target = Bytes::copy_from_slice(incoming(caller, req)?.target().as_bytes());
+    hand_out(caller, ptr_p, len_p, &target).await
 }
 
-/// A hostcall `(ptr_p, len_p, req)` handing one buffer of the request to the guest.
-fn add_buffer(linker: &mut Linker<Sandbox>, mode: CallMode, call: &'static str, get: fn(&GuestRequest) -> Bytes) -> wasmtime::Result<()> {
-    reentrant!(linker, mode, call, |caller, ptr_p: i32, len_p: i32, req: i32| {
-        let bytes = get(incoming(&caller, req, call)?);
-        hand_out(&mut caller, ptr_p, len_p, &bytes, call).await
-    })?;
-    Ok(())
+async fn hostcall_req_get_body<T: TerrafirmaView>(caller: &mut Caller<'_, T>, ptr_p: i32, len_p: i32, req: i32) -> HostcallResult<()> {
+    let body = incoming(caller, req)?.body.clone();
+    hand_out(caller, ptr_p, len_p, &body).await
 }
 
-pub fn add_to_linker(linker: &mut Linker<Sandbox>, mode: CallMode) -> wasmtime::Result<()> {
-    add_buffer(linker, mode, "hostcall_req_get_method", |r| Bytes::copy_from_slice(r.method.as_str().as_bytes()))?;
-    add_buffer(linker, mode, "hostcall_req_get_path", |r| Bytes::copy_from_slice(r.target().as_bytes()))?;
-    add_buffer(linker, mode, "hostcall_req_get_body", |r| r.body.clone())?;
-    reentrant!(linker, mode, "hostcall_req_get_headers", |caller, names_p: i32, count_p: i32, req: i32| {
-        const CALL: &str = "hostcall_req_get_headers";
-        let names = header_names(incoming(&caller, req, CALL)?);
-        hand_out_list(&mut caller, names_p, count_p, &names, CALL).await
-    })?;
-    reentrant!(linker, mode, "hostcall_req_get_header", |caller, values_p: i32, count_p: i32, req: i32, name_ptr: i32, name_len: i32| {
-        const CALL: &str = "hostcall_req_get_header";
-        let name = read(&caller, name_ptr, name_len, CALL)?;
-        let values = header_values(incoming(&caller, req, CALL)?, &name);
-        hand_out_list(&mut caller, values_p, count_p, &values, CALL).await
-    })?;
+async fn hostcall_req_get_headers<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
+    names_p: i32,
+    count_p: i32,
+    req: i32,
+) -> HostcallResult<()> {
+    let names: Vec<Bytes> = headers::names(&incoming(caller, req)?.headers).collect();
+    hand_out_list(caller, names_p, count_p, &names).await
+}
+
+async fn hostcall_req_get_header<T: TerrafirmaView>(
+    caller: &mut Caller<'_, T>,
+    values_p: i32,
+    count_p: i32,
+    req: i32,
+    name_ptr: i32,
+    name_len: i32,
+) -> HostcallResult<()> {
+    let name = read(caller, name_ptr, name_len)?;
+    let values = headers::values(&incoming(caller, req)?.headers, &name);
+    hand_out_list(caller, values_p, count_p, &values).await
+}
+
+pub fn add_to_linker<T: TerrafirmaView>(linker: &mut wasmtime::Linker<T>, mode: CallMode) -> wasmtime::Result<()> {
+    reentrant!(linker, mode, hostcall_req_get_method(ptr_p: i32, len_p: i32, req: i32));
+    reentrant!(linker, mode, hostcall_req_get_path(ptr_p: i32, len_p: i32, req: i32));
+    reentrant!(linker, mode, hostcall_req_get_body(ptr_p: i32, len_p: i32, req: i32));
+    reentrant!(linker, mode, hostcall_req_get_headers(names_p: i32, count_p: i32, req: i32));
+    reentrant!(linker, mode, hostcall_req_get_header(values_p: i32, count_p: i32, req: i32, name_ptr: i32, name_len: i32));
     Ok(())
 }

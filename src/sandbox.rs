@@ -1,15 +1,14 @@
-//! The per-request `Store` data shared by every executor, the limits every
-//! store runs under (fuel, a wall-clock deadline checked on each epoch tick,
-//! a memory cap), and how a guest's code is called (`CallMode`).
+//! What every guest runs under, whatever its interface: the limits of one
+//! request (fuel, a wall-clock deadline checked on each epoch tick, a memory
+//! cap), how its code is called (`CallMode`), and the part of a `Store`'s
+//! data that enforces them (`Sandbox`). Each executor's store data embeds a
+//! `Sandbox` and says where it is (`Sandboxed`).
 
 use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use crate::abi::terrafirma::Session;
 use crate::config::Limits;
 
 /// The limits one request runs under (a site's `[limits]`).
@@ -81,10 +80,13 @@ pub struct DeadlineExceeded;
 /// Caps linear memory growth and remembers that it refused one, so the trap
 /// that usually follows (a Rust guest aborts) is reported as `memory`.
 #[derive(Debug)]
-pub struct MemoryCap {
-    pub cap: usize,
-    pub denied: bool,
+struct MemoryCap {
+    cap: usize,
+    denied: bool,
 }
+
+/// Most elements a guest's table may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
@@ -94,82 +96,90 @@ impl ResourceLimiter for MemoryCap {
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 
-/// Store data of one sandbox.
+/// The limits part of a store's data.
+#[derive(Debug)]
 pub struct Sandbox {
-    pub session: Session,
-    pub wasi: Option<WasiP1Ctx>,
-    /// Where WASI stdout/stderr went, for the log.
-    pub guest_log: Option<MemoryOutputPipe>,
-    pub memory_cap: MemoryCap,
-    pub deadline: Instant,
-    /// How this store's guest is called; hostcalls that call back into the
-    /// guest (its allocator) call it the same way.
-    pub mode: CallMode,
+    memory_cap: MemoryCap,
+    deadline: Instant,
+    mode: CallMode,
     /// Epoch ticks seen since the store was armed.
-    pub ticks: u32,
+    ticks: u32,
 }
 
 impl Sandbox {
-    /// Store data with no limits applied, for stores that never run code.
-    pub fn unarmed() -> Sandbox {
-        Sandbox {
-            session: Session::default(),
-            wasi: None,
-            guest_log: None,
-            memory_cap: MemoryCap { cap: 0, denied: false },
-            deadline: Instant::now(),
-            mode: CallMode::Fiber,
-            ticks: 0,
-        }
+    /// Limits not yet applied (`arm` applies them), for a guest called in `mode`.
+    pub fn new(mode: CallMode) -> Sandbox {
+        Sandbox { memory_cap: MemoryCap { cap: 0, denied: false }, deadline: Instant::now(), mode, ticks: 0 }
     }
 
-    /// A store with its limiter and deadline callback installed, armed
-    /// (`arm`) with `limits`; a prewarmed store is armed again when it runs.
-    pub fn new_store(engine: &Engine, limits: &SandboxLimits, mode: CallMode) -> Store<Sandbox> {
-        let mut store = Store::new(engine, Sandbox { mode, ..Sandbox::unarmed() });
-        store.limiter(|sandbox| &mut sandbox.memory_cap);
-        store.epoch_deadline_callback(move |mut ctx| {
-            let sandbox = ctx.data_mut();
-            if Instant::now() >= sandbox.deadline {
-                return Err(DeadlineExceeded.into());
-            }
-            // A write the guest saw succeed reaches the operating system
-            // within a tick, however long the guest runs on after it (a
-            // failure is logged, and fails the request at its end).
-            let _ = sandbox.session.flush_kv();
-            // The first tick comes anywhere from 0 to one tick after the
-            // guest started; only from the second on has it surely run for
-            // a whole tick. Yielding or handing the worker off earlier
-            // costs short guests that merely straddle a tick.
-            sandbox.ticks += 1;
-            if sandbox.ticks < 2 {
-                return Ok(UpdateDeadline::Continue(1));
-            }
-            Ok(match mode {
-                CallMode::Fiber => UpdateDeadline::Yield(1),
-                CallMode::Direct => {
-                    release_worker();
-                    UpdateDeadline::Continue(1)
-                }
-            })
-        });
-        arm(&mut store, limits);
-        store
+    /// When the request's wall-clock limit ends it.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// How this store's guest is called; hostcalls that call back into the
+    /// guest (its allocator) call it the same way.
+    pub fn mode(&self) -> CallMode {
+        self.mode
+    }
+
+    /// Whether the memory cap refused a growth since the store was armed.
+    pub fn memory_denied(&self) -> bool {
+        self.memory_cap.denied
     }
 }
 
+/// Store data that embeds a `Sandbox`.
+pub trait Sandboxed: Send + 'static {
+    fn sandbox(&mut self) -> &mut Sandbox;
+
+    /// Called on every epoch tick while the guest runs, before the deadline
+    /// decides whether it goes on.
+    fn on_epoch_tick(&mut self) {}
+}
+
+/// A store with its limiter and deadline callback installed, armed (`arm`)
+/// with `limits`; a prewarmed store is armed again when it runs.
+pub fn new_store<T: Sandboxed>(engine: &Engine, data: T, limits: &SandboxLimits) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.limiter(|data| &mut data.sandbox().memory_cap);
+    store.epoch_deadline_callback(|mut ctx| {
+        let data = ctx.data_mut();
+        if Instant::now() >= data.sandbox().deadline {
+            return Err(DeadlineExceeded.into());
+        }
+        data.on_epoch_tick();
+        let sandbox = data.sandbox();
+        // The first tick comes anywhere from 0 to one tick after the guest
+        // started; only from the second on has it surely run for a whole
+        // tick. Yielding or handing the worker off earlier costs short
+        // guests that merely straddle a tick.
+        sandbox.ticks += 1;
+        if sandbox.ticks < 2 {
+            return Ok(UpdateDeadline::Continue(1));
+        }
+        Ok(match sandbox.mode {
+            CallMode::Fiber => UpdateDeadline::Yield(1),
+            CallMode::Direct => {
+                release_worker();
+                UpdateDeadline::Continue(1)
+            }
+        })
+    });
+    arm(&mut store, limits);
+    store
+}
+
 /// Gives the store a full tank of fuel and a deadline starting now.
-pub fn arm(store: &mut Store<Sandbox>, limits: &SandboxLimits) {
-    let sandbox = store.data_mut();
+pub fn arm<T: Sandboxed>(store: &mut Store<T>, limits: &SandboxLimits) {
+    let sandbox = store.data_mut().sandbox();
     sandbox.deadline = Instant::now() + limits.timeout;
     sandbox.ticks = 0;
     sandbox.memory_cap.cap = limits.memory_bytes;
-    sandbox.session.max_response_bytes = limits.max_response_bytes;
-    sandbox.session.max_request_bytes = limits.max_request_bytes;
     store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
     store.set_epoch_deadline(1);
 }

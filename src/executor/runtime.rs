@@ -3,39 +3,35 @@
 
 use std::sync::Arc;
 
-use wasmtime::{Engine, Linker};
-use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime::{Engine, InstancePre, Linker, Module, Store};
 
+use super::state::{TerrafirmaState, WasiState};
 use crate::engine::{EngineShape, EpochTicker, build_engine, compatibility_tag};
-use crate::executor::{CallMode, Sandbox};
-
-/// Bytes of stdout/stderr a Terrafirma guest may write per request; they go
-/// to the node's log.
-pub const GUEST_LOG_BYTES: usize = 64 << 10;
+use crate::sandbox::CallMode;
 
 pub struct Runtime {
     pub engine: Engine,
     /// Names artifacts compiled by this engine configuration.
     pub compat_tag: String,
     /// The `env.hostcall_*` that never wait, for guests called directly.
-    pub terrafirma_direct: Linker<Sandbox>,
+    terrafirma_direct: Linker<TerrafirmaState>,
     /// Every `env.hostcall_*` plus WASI preview 1 (and `wasi_unstable`) for
     /// toolchain-built guests, for guests on fibers.
-    pub terrafirma_fiber: Linker<Sandbox>,
-    /// WASI preview 1 only, for CGI commands.
-    pub wasi_linker: Linker<Sandbox>,
+    terrafirma_fiber: Linker<TerrafirmaState>,
+    /// WASI preview 1 only, for commands (CGI and `terrafirma run`).
+    pub(super) wasi: Linker<WasiState>,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
     pub fn new(shape: EngineShape) -> anyhow::Result<Arc<Runtime>> {
         let engine = build_engine(shape)?;
-        let mut wasi_linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut wasi_linker, terrafirma_wasi)?;
-        wasmtime_wasi::p0::add_to_linker_async(&mut wasi_linker, terrafirma_wasi)?;
-        let mut terrafirma_fiber = wasi_linker.clone();
+        let mut wasi = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut wasi, |state: &mut WasiState| &mut state.wasi)?;
+        wasmtime_wasi::p0::add_to_linker_async(&mut wasi, |state: &mut WasiState| &mut state.wasi)?;
+        let mut terrafirma_fiber = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut terrafirma_fiber, TerrafirmaState::wasi)?;
+        wasmtime_wasi::p0::add_to_linker_async(&mut terrafirma_fiber, TerrafirmaState::wasi)?;
         crate::abi::terrafirma::add_to_linker(&mut terrafirma_fiber, CallMode::Fiber)?;
         let mut terrafirma_direct = Linker::new(&engine);
         crate::abi::terrafirma::add_to_linker(&mut terrafirma_direct, CallMode::Direct)?;
@@ -45,7 +41,7 @@ impl Runtime {
             engine,
             terrafirma_direct,
             terrafirma_fiber,
-            wasi_linker,
+            wasi,
         }))
     }
 
@@ -53,8 +49,8 @@ impl Runtime {
     /// anything only the fiber linker has (a hostcall that waits, WASI),
     /// directly otherwise. Imports neither linker has become trapping
     /// functions either way.
-    pub fn call_mode(&self, module: &wasmtime::Module) -> CallMode {
-        let mut store = wasmtime::Store::new(&self.engine, Sandbox::unarmed());
+    pub(super) fn call_mode(&self, module: &Module) -> CallMode {
+        let mut store = Store::new(&self.engine, TerrafirmaState::default());
         let waits = module.imports().any(|import| {
             self.terrafirma_direct.get_by_import(&mut store, &import).is_none()
                 && self.terrafirma_fiber.get_by_import(&mut store, &import).is_some()
@@ -62,23 +58,31 @@ impl Runtime {
         if waits { CallMode::Fiber } else { CallMode::Direct }
     }
 
-    pub fn terrafirma_linker(&self, mode: CallMode) -> &Linker<Sandbox> {
+    pub(super) fn terrafirma_linker(&self, mode: CallMode) -> &Linker<TerrafirmaState> {
         match mode {
             CallMode::Direct => &self.terrafirma_direct,
             CallMode::Fiber => &self.terrafirma_fiber,
         }
     }
-}
 
-/// The WASI context of a Terrafirma guest, made on first use: no
-/// filesystem, no environment, stdout and stderr into one log buffer.
-fn terrafirma_wasi(sandbox: &mut Sandbox) -> &mut WasiP1Ctx {
-    if sandbox.wasi.is_none() {
-        let log = MemoryOutputPipe::new(GUEST_LOG_BYTES);
-        sandbox.wasi = Some(WasiCtxBuilder::new().stdout(log.clone()).stderr(log.clone()).build_p1());
-        sandbox.guest_log = Some(log);
+    /// Resolves `module`'s imports once with `linker`: the node's own with
+    /// type checks, anything else as a trapping function, listed in the
+    /// returned warnings.
+    pub(super) fn link<T: Default + 'static>(
+        &self,
+        linker: &Linker<T>,
+        module: &Module,
+    ) -> wasmtime::Result<(InstancePre<T>, Vec<String>)> {
+        let mut store = Store::new(&self.engine, T::default());
+        let warnings = module
+            .imports()
+            .filter(|import| linker.get_by_import(&mut store, import).is_none())
+            .map(|import| format!("unknown import `{}::{}` is linked as a function that traps", import.module(), import.name()))
+            .collect();
+        let mut linker = linker.clone();
+        linker.define_unknown_imports_as_traps(module)?;
+        Ok((linker.instantiate_pre(module)?, warnings))
     }
-    sandbox.wasi.as_mut().expect("set above")
 }
 
 #[cfg(test)]
@@ -87,7 +91,7 @@ mod tests {
 
     fn mode_of(runtime: &Runtime, imports: &str) -> CallMode {
         let wat = format!("(module {imports} (memory (export \"memory\") 1) (func (export \"run\")))");
-        runtime.call_mode(&wasmtime::Module::new(&runtime.engine, wat).unwrap())
+        runtime.call_mode(&Module::new(&runtime.engine, wat).unwrap())
     }
 
     #[test]
