@@ -17,7 +17,7 @@ use crate::modules::ModuleStore;
 use crate::modules::watcher::DropFolder;
 use crate::outbound::Net;
 use crate::server::SiteServer;
-use crate::server::listener::serve;
+use crate::server::listener::{Stop, serve};
 
 pub struct Node;
 
@@ -59,19 +59,21 @@ impl Node {
         let servers = vec![
             tokio::spawn(serve(
                 site_listener,
+                config.http,
                 move |peer, request| {
                     let sites = sites.clone();
                     async move { sites.handle(peer, request).await }
                 },
-                stopped.clone(),
+                Stop { signal: stopped.clone(), drain: config.drain },
             )),
             tokio::spawn(serve(
                 admin_listener,
+                config.http,
                 move |peer, request| {
                     let admin = admin.clone();
                     async move { admin.handle(peer, request).await }
                 },
-                stopped,
+                Stop { signal: stopped, drain: config.drain },
             )),
         ];
         let drop_folder = DropFolder::start(store.clone());
@@ -81,8 +83,9 @@ impl Node {
 }
 
 impl RunningNode {
-    /// Stops accepting, ends open connections, waits for the servers and
-    /// the drop folder, then lets go of every module and KV store.
+    /// Stops accepting, lets the requests in flight finish (up to the
+    /// config's drain deadline), waits for the drop folder, then lets go of
+    /// every module and flushes and closes the KV stores.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for server in self.servers {

@@ -31,6 +31,9 @@ impl ServeCommand {
         let config = Config::load(self.config.as_deref(), &overrides)?;
         super::tokio_runtime()?.block_on(async {
             let node = Node::start(config).await?;
+            // Always printed, whatever the log level: scripts and tests read
+            // the bound addresses (port 0 picks a free one) from here.
+            eprintln!("terrafirma: serving sites on http://{} and the admin API on http://{}", node.http_addr, node.admin_addr);
             shutdown_signal().await;
             tracing::info!("shutting down");
             node.shutdown().await;

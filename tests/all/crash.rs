@@ -2,66 +2,22 @@
 //! and that anything outside the node could have learned of, is there
 //! after a restart on the same data directory.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{fixture, request};
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// `terrafirma serve` as its own process; killed with SIGKILL when dropped.
-struct Process {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
-}
+use crate::harness::request;
+use crate::process::Process;
 
 impl Process {
-    /// A node on `data`, with `config` if given.
-    async fn serve(data: &std::path::Path, config: Option<&std::path::Path>) -> Process {
-        let (http, admin) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_terrafirma"))
-            .args(["serve", "--listen", &http.to_string(), "--admin", &admin.to_string(), "--data"])
-            .arg(data)
-            .args(config.map(|config| [std::ffi::OsStr::new("--config"), config.as_os_str()]).into_iter().flatten())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start terrafirma serve");
-        let process = Process { child, http, admin };
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(admin).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "the node did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(request(admin, "GET", "/healthz", None, &[], Bytes::new()).await.status, 200);
-        process
-    }
-
-    async fn deploy(&self, name: &str, fixture_name: &str) {
-        let path = format!("/v1/sites/_default/modules/{name}");
-        let deployed = request(self.admin, "PUT", &path, None, &[], fixture(fixture_name)).await;
-        assert!(deployed.status < 300, "{deployed:?}");
-    }
-
     async fn kv(&self, method: &str, key: &str, value: &str) -> String {
         let resp = request(self.http, method, &format!("/kv/{key}"), None, &[], Bytes::from(value.to_owned())).await;
         assert_eq!(resp.status, 200, "{resp:?}");
         resp.text()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -143,22 +99,29 @@ async fn writes_acknowledged_under_load_survive_kill_9() {
     let data = tempfile::tempdir().unwrap();
     let node = Process::serve(data.path(), None).await;
     node.deploy("kv", "kv").await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {
-            let (http, stop) = (node.http, stop.clone());
+            let (http, stop, total) = (node.http, stop.clone(), total.clone());
             tokio::spawn(async move {
                 let mut acknowledged = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && put(http, &format!("w{writer}-{acknowledged}")).await {
+                while !stop.load(Ordering::Relaxed) && put(http, &format!("w{writer}-{acknowledged}")).await {
                     acknowledged += 1;
+                    total.fetch_add(1, Ordering::Relaxed);
                 }
                 acknowledged
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed while the writers are in full swing.
+    let started = Instant::now();
+    while total.load(Ordering::Relaxed) < 4 * WRITERS {
+        assert!(started.elapsed() < Duration::from_secs(30), "the writers did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     drop(node);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let mut acknowledged = Vec::new();
     for writer in writers {
         acknowledged.push(writer.await.unwrap());

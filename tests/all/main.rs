@@ -3,6 +3,9 @@
 
 mod abi;
 mod admin;
+mod cgi;
+mod cli;
+mod connections;
 mod crash;
 mod dropfolder;
 mod examples;
@@ -10,5 +13,6 @@ mod faults;
 mod harness;
 mod kv;
 mod outbound;
+mod process;
 mod routing;
 mod upstream;
