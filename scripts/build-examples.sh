@@ -8,7 +8,8 @@
 #   bash scripts/build-examples.sh OUT_DIR
 #   bash scripts/build-examples.sh --rust-only  # skip the C examples
 #
-# Needs: cargo with the wasm32-unknown-unknown target; for C, clang, wasm-ld
+# Needs: cargo with the wasm32-unknown-unknown and wasm32-wasip1 targets (the
+# WASI command examples/rust-wasi is always built for wasip1); for C, clang, wasm-ld
 # and wasi-libc (Debian: clang lld wasi-libc libclang-rt-NN-dev-wasm32).
 # Environment: CC (default clang), WASI_SYSROOT (default /usr),
 # RUST_TARGET (default wasm32-unknown-unknown; wasm32-wasip1 works too).
@@ -36,8 +37,10 @@ die() { printf 'build-examples: error: %s\n' "$*" >&2; exit 1; }
 
 # Every toolchain is checked before anything is built.
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (bash scripts/setup.sh)"
-[ -d "$(rustc --print sysroot)/lib/rustlib/$rust_target" ] \
-  || die "Rust target $rust_target is not installed: rustup target add $rust_target"
+for target in "$rust_target" wasm32-wasip1; do
+  [ -d "$(rustc --print sysroot)/lib/rustlib/$target" ] \
+    || die "Rust target $target is not installed: rustup target add $target"
+done
 if ! $rust_only; then
   command -v "$cc" >/dev/null 2>&1 \
     || die "$cc not found: apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32 (or --rust-only)"
@@ -69,6 +72,9 @@ done
 # The 2019-style guest without the SDK.
 cargo build --release --locked --target "$rust_target" --manifest-path "$root/examples/rust-kv/Cargo.toml"
 cp "$root/examples/rust-kv/target/$rust_target/release/rust_kv.wasm" "$out/rust-kv.wasm"
+# A WASI command: a CGI handler on the node, a program for `terrafirma run`.
+cargo build --release --locked --target wasm32-wasip1 --manifest-path "$root/examples/rust-wasi/Cargo.toml"
+cp "$root/examples/rust-wasi/target/wasm32-wasip1/release/rust-wasi.wasm" "$out/rust-wasi.wasm"
 
 if ! $rust_only; then
   say "C examples ($cc, $c_target, wasi-libc in $sysroot)"
@@ -79,6 +85,8 @@ if ! $rust_only; then
   # Declares its hostcalls as plain externs, as 2019 guests did: they link as
   # imports from `env` with --allow-undefined.
   "$cc" "${cflags[@]}" -Wl,--allow-undefined -o "$out/c-echo-agent.wasm" "$root/examples/c/echo_agent.c"
+  # A WASI command (`_start`), for `terrafirma run` and as a CGI handler.
+  "$cc" --target="$c_target" --sysroot="$sysroot" -O2 -Wall -Wextra -Werror -o "$out/c-hello-wasi.wasm" "$root/examples/c/hello_wasi.c"
 fi
 
 say "done: $out"

@@ -21,7 +21,7 @@ use terrafirma::modules::artifact::load_or_compile;
 use terrafirma::modules::prepare::prepare;
 use terrafirma::sandbox::SandboxLimits;
 use terrafirma::server::routing::script_name_len;
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 #[derive(Args)]
 pub struct RunCommand {
@@ -39,6 +39,13 @@ pub struct RunCommand {
     /// Request body
     #[arg(long, requires = "request")]
     data: Option<String>,
+    /// An environment variable of a WASI command (repeatable)
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// A host directory the WASI command may use, as GUEST (default: the
+    /// same path) (repeatable)
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
     /// Arguments of a WASI command
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -124,8 +131,17 @@ impl RunCommand {
     async fn run_command(&self, runtime: &Arc<Runtime>, module: wasmtime::Module) -> anyhow::Result<ExitCode> {
         let program = self.file.display().to_string();
         let args: Vec<&str> = std::iter::once(program.as_str()).chain(self.args.iter().map(String::as_str)).collect();
-        let wasi = WasiCtxBuilder::new().inherit_stdio().args(&args).build_p1();
-        let code = run_command(runtime, &module, wasi).await?;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdio().args(&args);
+        for pair in &self.env {
+            let (key, value) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--env {pair:?} is not K=V"))?;
+            wasi.env(key, value);
+        }
+        for dir in &self.dirs {
+            let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
+            wasi.preopened_dir(host, guest, FsPerms::ReadWrite).map_err(|e| anyhow::anyhow!("--dir {host}: {e}"))?;
+        }
+        let code = run_command(runtime, &module, wasi.build_p1()).await?;
         Ok(ExitCode::from(code.clamp(0, 255) as u8))
     }
 }

@@ -15,7 +15,7 @@ use crate::upstream::Upstream;
 
 /// Builds every example once; the directory holding `rust-NAME.wasm` and
 /// `c-NAME.wasm`.
-fn built_examples() -> &'static Path {
+pub fn built_examples() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
