@@ -149,8 +149,7 @@ async fn no_free_instance_slot_is_overloaded() {
 
     // The spinning guest holds the only slot for two seconds.
     let spinning = node.get_in_background("/spin");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let resp = node.get("/hello").await;
+    let resp = node.poll(None, "/hello", |r| r.status == 503).await;
     node.assert_error(&resp, 503, "overloaded", "hello");
     assert!(resp.headers.contains_key("retry-after"), "{resp:?}");
 
