@@ -51,9 +51,6 @@ fn storage(e: impl std::fmt::Display) -> KvError {
     KvError::Storage(e.to_string())
 }
 
-fn closed() -> KvError {
-    KvError::Storage("the store is closed (the node is shutting down)".into())
-}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -98,13 +95,15 @@ impl KvStores {
         lock(&self.sites)
             .entry(site.to_owned())
             .or_insert_with(|| {
-                let state = self.open_site(site).map_err(|e| {
-                    tracing::error!(site, "cannot open the KV store in {}: {e}", self.dir.display());
-                    e
-                });
-                let state = state.ok();
+                let (state, unavailable) = match self.open_site(site) {
+                    Ok(state) => (Some(state), KvError::Storage("the store is closed (the node is shutting down)".into())),
+                    Err(e) => {
+                        tracing::error!(site, "cannot open the KV store in {}: {e}", self.dir.display());
+                        (None, KvError::Storage(format!("the store could not be opened: {e}")))
+                    }
+                };
                 let reads = ArcSwapOption::from(state.as_ref().map(|state| state.live.clone()));
-                Arc::new(SiteKv { max_value, reads, state: Mutex::new(state), users: self.users.clone() })
+                Arc::new(SiteKv { max_value, reads, state: Mutex::new(state), unavailable, users: self.users.clone() })
             })
             .clone()
     }
@@ -173,6 +172,9 @@ pub struct SiteKv {
     /// `None` once closed (or if the database could not open). Writes hold
     /// the lock for their read-modify-write, so they apply one at a time.
     state: Mutex<Option<SiteState>>,
+    /// What an operation answers when `state` is `None`: closed, or why
+    /// it never opened.
+    unavailable: KvError,
     users: Arc<AtomicUsize>,
 }
 
@@ -212,7 +214,7 @@ impl SiteKv {
             return Err(KvError::KeyTooLong(key.len()));
         }
         let live = self.reads.load();
-        Ok(live.as_ref().ok_or_else(closed)?.data.get(key).map_err(storage)?.map(|value| value.to_vec()))
+        Ok(live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?.map(|value| value.to_vec()))
     }
 
     /// Makes every write this store's users may have seen, its own and any
@@ -262,7 +264,7 @@ impl SiteKv {
             return Err(KvError::KeyTooLong(key.len()));
         }
         let mut state = lock(&self.state);
-        let state = state.as_mut().ok_or_else(closed)?;
+        let state = state.as_mut().ok_or_else(|| self.unavailable.clone())?;
         let live = &*state.live;
         let old = live.data.get(&key).map_err(storage)?;
         let (new, answer) = match (kind, &old) {
@@ -459,5 +461,20 @@ mod tests {
         let kv = reopened.site("c.test", 8);
         assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"v"[..]), "the database opens again at once");
         reopened.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_open_says_why_not_that_the_node_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        let stores = KvStores::new(path.clone()).unwrap();
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, b"not a folder").unwrap();
+        let kv = stores.site("x.test", 8);
+        for error in [kv.get(b"k").unwrap_err(), w(&kv, Insert, b"k", b"v").await.unwrap_err()] {
+            let error = error.to_string();
+            assert!(error.contains("could not be opened"), "{error}");
+            assert!(!error.contains("shutting down"), "{error}");
+        }
     }
 }

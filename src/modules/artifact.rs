@@ -1,5 +1,6 @@
 //! Compiled artifacts: a prepared module compiled once for this engine and
-//! kept under `DATA/artifacts`, named by the module's sha256 and the engine's
+//! kept in a directory of artifacts (a node's `DATA/artifacts`, or
+//! `terrafirma run`'s cache), named by the module's sha256 and the engine's
 //! compatibility tag, loaded back with `Module::deserialize_file` (mmap).
 
 use std::io::Write;
@@ -31,7 +32,8 @@ pub fn load_or_compile(runtime: &Runtime, dir: &Path, tmp: &Path, prepared: &Pre
     if path.exists() {
         // SAFETY: the file was written by `precompile_module` of this engine
         // configuration (the name carries its compatibility tag) through an
-        // atomic rename, and nothing else writes to DATA/artifacts.
+        // atomic rename, and nothing but this function writes to a
+        // directory of artifacts.
         match unsafe { Module::deserialize_file(&runtime.engine, &path) } {
             Ok(module) => return Ok(Compiled { module, compile_ms: 0 }),
             Err(error) => tracing::warn!("recompiling unreadable artifact {}: {error}", path.display()),
@@ -46,7 +48,7 @@ pub fn load_or_compile(runtime: &Runtime, dir: &Path, tmp: &Path, prepared: &Pre
     Ok(Compiled { module, compile_ms })
 }
 
-/// Compiles in memory only (`terrafirma run`, benches).
+/// Compiles in memory only, with no artifact written (benches).
 pub fn compile_in_memory(runtime: &Runtime, prepared: &Prepared) -> anyhow::Result<Module> {
     Ok(Module::new(&runtime.engine, &prepared.rewritten)?)
 }

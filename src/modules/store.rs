@@ -35,12 +35,16 @@ pub enum DeployError {
     Link(String),
     #[error("storage failed: {0}")]
     Storage(String),
+    /// The node's configuration for the site is not usable (the config is
+    /// validated at start, so this is a node bug, not the upload's fault).
+    #[error("the site's configuration is invalid: {0}")]
+    SiteConfig(String),
 }
 
 impl DeployError {
     /// Whether the upload itself is at fault (400) rather than the node (500).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, DeployError::Storage(_))
+        !matches!(self, DeployError::Storage(_) | DeployError::SiteConfig(_))
     }
 }
 
@@ -157,7 +161,7 @@ impl ModuleStore {
             .map_err(|e| DeployError::Link(format!("compilation failed: {}", root_message(&e))))?;
         let limits = SandboxLimits::from(self.config.limits_for(site));
         let kv = self.kv.site(site, limits.max_response_bytes);
-        let allow = AllowList::parse(&self.config.limits_for(site).outbound_hosts).map_err(DeployError::Storage)?;
+        let allow = AllowList::parse(&self.config.limits_for(site).outbound_hosts).map_err(DeployError::SiteConfig)?;
         let net = SiteNet { net: self.net.clone(), allow: Arc::new(allow) };
         let config = HandlerConfig {
             label: Arc::from(format!("{site}/{name}")),

@@ -115,7 +115,7 @@ fn guest_response(mut response: GuestResponse) -> Response<Full<Bytes>> {
     out
 }
 
-/// SPEC's error response: status, `x-terrafirma-error`, one line naming the
+/// The error response of `docs/errors.md`: status, `x-terrafirma-error`, one line naming the
 /// module and the reason.
 pub fn fault_response(module: &str, fault: &Fault) -> Response<Full<Bytes>> {
     let mut response = plain(fault.kind.status(), &format!("{module}: {}\n", fault.reason));

@@ -14,7 +14,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The fields SPEC.md promises in an upload's answer.
+/// The fields `docs/admin-api.md` promises in an upload's answer.
 fn assert_upload_report(resp: &Resp, site: &str, name: &str) -> Value {
     let json = resp.json();
     assert_eq!(json["site"], site, "{json}");

@@ -1,5 +1,5 @@
 //! Guest faults: each ends its own request with the status and
-//! `x-terrafirma-error` of SPEC.md, and never the node.
+//! `x-terrafirma-error` of `docs/errors.md`, and never the node.
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! What every test needs: a node on ephemeral ports over a temporary data
-//! directory, a small HTTP client, fixtures, and the checks of SPEC.md's
+//! directory, a small HTTP client, fixtures, and the checks of the
 //! error contract.
 
 use std::fmt;
@@ -214,7 +214,7 @@ impl TestNode {
         }
     }
 
-    /// SPEC.md's error contract: the status, `x-terrafirma-error`, and a body
+    /// The error contract of `docs/errors.md`: the status, `x-terrafirma-error`, and a body
     /// of one line that names the module and shows no host path.
     pub fn assert_error(&self, resp: &Resp, status: u16, kind: &str, module: &str) {
         assert_eq!(resp.status, status, "status for {module}: {resp:?}");
