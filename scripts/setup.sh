@@ -45,8 +45,17 @@ command -v cargo >/dev/null 2>&1 \
   || die "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
 say "ok: $(cargo --version)"
 
-# 2. Targets for building guests in Rust (the tests use WAT and need neither).
+# 2. rustfmt and clippy (CI checks formatting and lints), and the targets for
+#    building guests in Rust (the tests build the examples with them).
 if command -v rustup >/dev/null 2>&1; then
+  for component in rustfmt clippy; do
+    if rustup component list --installed | grep -q "^$component"; then
+      say "ok: rustup component $component"
+    else
+      say "rustup component add $component"
+      rustup component add "$component"
+    fi
+  done
   installed=$(rustup target list --installed)
   for target in wasm32-unknown-unknown wasm32-wasip1; do
     if grep -qx "$target" <<<"$installed"; then
