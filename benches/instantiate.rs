@@ -22,13 +22,13 @@ use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
+use terrafirma::artifact::compile_in_memory;
 use terrafirma::config::{Config, Limits};
 use terrafirma::engine::EngineShape;
 use terrafirma::executor::{Handler, HandlerConfig, Runtime};
 use terrafirma::kv::{KvStores, SiteKv};
 use terrafirma::messages::GuestRequest;
-use terrafirma::modules::artifact::compile_in_memory;
-use terrafirma::modules::prepare::prepare;
+use terrafirma::prepare::prepare;
 use terrafirma::sandbox::SandboxLimits;
 
 const HELLO: &str = r#"(module

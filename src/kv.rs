@@ -51,7 +51,6 @@ fn storage(e: impl std::fmt::Display) -> KvError {
     KvError::Storage(e.to_string())
 }
 
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use terrafirma::config::Config;
 use terrafirma::engine::{EngineShape, build_engine};
-use terrafirma::modules::prepare::prepare;
+use terrafirma::prepare::prepare;
 
 #[derive(Args)]
 pub struct CompileCommand {

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use terrafirma::artifact::load_or_compile;
 use terrafirma::config::Limits;
 use terrafirma::engine::EngineShape;
 use terrafirma::executor::{Abi, Handler, HandlerConfig, Runtime, run_command};
 use terrafirma::kv::KvStores;
 use terrafirma::messages::GuestRequest;
-use terrafirma::modules::artifact::load_or_compile;
-use terrafirma::modules::prepare::prepare;
+use terrafirma::prepare::prepare;
 use terrafirma::sandbox::SandboxLimits;
-use terrafirma::server::routing::script_name_len;
+use terrafirma::script_name_len;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 #[derive(Args)]

@@ -9,4 +9,4 @@ pub mod store;
 pub mod watcher;
 
 pub use registry::{Deployed, Registry};
-pub use store::{DeployError, DeployOutcome, ModuleStore};
+pub use store::ModuleStore;
