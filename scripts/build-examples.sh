@@ -66,8 +66,10 @@ out=$(cd "$out" && pwd)
 
 say "Rust examples ($rust_target)"
 cargo build --release --locked --target "$rust_target" --manifest-path "$root/examples/rust/Cargo.toml"
-for name in hello echo counter fetch; do
-  cp "$root/examples/rust/target/$rust_target/release/$name.wasm" "$out/rust-$name.wasm"
+# all-imports imports every hostcall of the SDK (tests/all/abi_table.rs);
+# cargo names its output all_imports.wasm.
+for name in hello echo counter fetch all-imports; do
+  cp "$root/examples/rust/target/$rust_target/release/${name//-/_}.wasm" "$out/rust-$name.wasm"
 done
 # The 2019-style guest without the SDK.
 cargo build --release --locked --target "$rust_target" --manifest-path "$root/examples/rust-kv/Cargo.toml"
@@ -79,8 +81,9 @@ cp "$root/examples/rust-wasi/target/wasm32-wasip1/release/rust-wasi.wasm" "$out/
 if ! $rust_only; then
   say "C examples ($cc, $c_target, wasi-libc in $sysroot)"
   cflags=(--target="$c_target" --sysroot="$sysroot" -mexec-model=reactor -O2 -Wall -Wextra -Werror)
-  for name in hello echo counter fetch; do
-    "$cc" "${cflags[@]}" -I "$root/sdk/c" -o "$out/c-$name.wasm" "$root/examples/c/$name.c"
+  # all-imports imports every hostcall of the header (tests/all/abi_table.rs).
+  for name in hello echo counter fetch all-imports; do
+    "$cc" "${cflags[@]}" -I "$root/sdk/c" -o "$out/c-$name.wasm" "$root/examples/c/${name//-/_}.c"
   done
   # Declares its hostcalls as plain externs, as 2019 guests did: they link as
   # imports from `env` with --allow-undefined.

@@ -4,8 +4,10 @@
  * A guest exports `void run(void)`; the node calls it once per request, in
  * a fresh instance, and the guest reads the request and sets the response
  * through the `env.hostcall_*` imports declared here. The ABI is described
- * in shared/abi/terrafirma.md; the names are those of the old
- * `http_hostcalls.h`, so guests written against it build with this header.
+ * in docs/guest-abi.md, and its imports are listed with their WebAssembly
+ * types in sdk/abi.txt, which tests/all/abi_table.rs checks this header
+ * against; the names are those of the old `http_hostcalls.h`, so guests
+ * written against it build with this header.
  *
  * Build a reactor with wasi-libc (the allocator and printf come from it):
  *
@@ -101,8 +103,8 @@ response_t hostcall_pending_req_select(const pending_request_t *pendings, size_t
                                        pending_request_t *pending_out);
 
 /* Received responses. */
-TF_HOSTCALL(hostcall_resp_get_response_code)
-uint32_t hostcall_resp_get_response_code(response_t resp);
+TF_HOSTCALL(hostcall_resp_get_response_code) /* the code, or -1 for a bad handle */
+int32_t hostcall_resp_get_response_code(response_t resp);
 TF_HOSTCALL(hostcall_resp_get_headers)
 void hostcall_resp_get_headers(GuestSlice **names_p, size_t *count_p, response_t resp);
 TF_HOSTCALL(hostcall_resp_get_header)
@@ -114,7 +116,7 @@ void hostcall_resp_get_body(uint8_t **body_p, size_t *len_p, response_t resp);
 /* The outgoing response (resp: RESPONSE_OUTGOING): status 200, no
  * headers and an empty body unless set. */
 TF_HOSTCALL(hostcall_resp_set_response_code) /* invalid outside 100..=999 */
-enum value_status hostcall_resp_set_response_code(response_t resp, uint16_t code);
+enum value_status hostcall_resp_set_response_code(response_t resp, int32_t code);
 TF_HOSTCALL(hostcall_resp_set_header) /* replaces the header; one line per value */
 enum value_status hostcall_resp_set_header(response_t resp, const char *name, size_t name_len,
                                            const GuestSlice *values, size_t values_count);

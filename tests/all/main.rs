@@ -2,6 +2,7 @@
 //! ephemeral ports and talks HTTP to them, as a user would.
 
 mod abi;
+mod abi_table;
 mod admin;
 mod cgi;
 mod cli;

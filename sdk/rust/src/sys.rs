@@ -1,7 +1,8 @@
 //! The raw hostcalls of the Terrafirma / Terrarium ABI (`env.hostcall_*`),
-//! with the signatures of `shared/abi/terrafirma.md`: on wasm32 a pointer
-//! and a `usize` are `i32`, a `u64` is `i64`, and every status, handle and
-//! `bool` is an `i32`.
+//! with the signatures of `docs/guest-abi.md`: on wasm32 a pointer and a
+//! `usize` are `i32`, a `u64` is `i64`, and every status, handle and `bool`
+//! is an `i32`. `sdk/abi.txt` lists the imports with their WebAssembly
+//! types; `tests/all/abi_table.rs` checks this list against it.
 //!
 //! Results come back through out-pointers, in memory the host allocates
 //! with the allocator registered by [`hostcall_init_mm`]; the safe modules
