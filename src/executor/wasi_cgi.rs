@@ -119,7 +119,8 @@ fn cgi_environment(request: &GuestRequest, label: &str) -> Vec<(String, String)>
         env.push(("CONTENT_TYPE".to_owned(), content_type.to_owned()));
     }
     env.push(("CONTENT_LENGTH".to_owned(), request.body.len().to_string()));
-    for (name, value) in &request.headers {
+    let node_set: Vec<_> = request.client_ip_headers().collect();
+    for (name, value) in request.headers.iter().chain(node_set.iter().map(|(name, value)| (*name, value))) {
         if name == CONTENT_TYPE || name == CONTENT_LENGTH {
             continue;
         }

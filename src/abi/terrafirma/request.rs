@@ -1,5 +1,5 @@
 //! `hostcall_req_get_*`: the incoming request (handle 0) as the guest reads
-//! it. Its client-address headers were set by the node (`GuestRequest::new`).
+//! it. Its client-address headers are the node's (`GuestRequest::client_ip_headers`).
 
 use bytes::Bytes;
 use wasmtime::Caller;
@@ -34,7 +34,9 @@ async fn hostcall_req_get_headers<T: TerrafirmaView>(
     count_p: i32,
     req: i32,
 ) -> HostcallResult<()> {
-    let names: Vec<Bytes> = headers::names(&incoming(caller, req)?.headers).collect();
+    let request = incoming(caller, req)?;
+    let node_set = request.client_ip_headers().map(|(name, _)| Bytes::from_static(name.as_str().as_bytes()));
+    let names: Vec<Bytes> = headers::names(&request.headers).chain(node_set).collect();
     hand_out_list(caller, names_p, count_p, &names).await
 }
 
@@ -47,7 +49,12 @@ async fn hostcall_req_get_header<T: TerrafirmaView>(
     name_len: i32,
 ) -> HostcallResult<()> {
     let name = read(caller, name_ptr, name_len)?;
-    let values = headers::values(&incoming(caller, req)?.headers, &name);
+    let request = incoming(caller, req)?;
+    let node_set = request.client_ip_headers().find(|(node, _)| node.as_str().as_bytes().eq_ignore_ascii_case(&name));
+    let values = match node_set {
+        Some((_, value)) => vec![Bytes::copy_from_slice(value.as_bytes())],
+        None => headers::values(&request.headers, &name),
+    };
     hand_out_list(caller, values_p, count_p, &values).await
 }
 
