@@ -25,7 +25,7 @@ use http::{HeaderMap, Method};
 use terrafirma::artifact::compile_in_memory;
 use terrafirma::config::{Config, Limits};
 use terrafirma::engine::EngineShape;
-use terrafirma::executor::{Handler, HandlerConfig, Runtime};
+use terrafirma::executor::{Answer, Handler, HandlerConfig, RequestBody, Runtime};
 use terrafirma::kv::{KvStores, SiteKv};
 use terrafirma::messages::GuestRequest;
 use terrafirma::prepare::prepare;
@@ -54,7 +54,9 @@ fn handler(runtime: &Arc<Runtime>, wat: &str, name: &str, prewarm: u32, kv: Opti
 fn bench_requests(group: &mut BenchmarkGroup<'_, WallTime>, tokio: &tokio::runtime::Runtime, id: &str, handler: &Handler) {
     group.bench_function(id, |b| {
         b.to_async(tokio).iter(|| async {
-            let response = handler.handle(request()).await.unwrap();
+            let Answer::Full(response) = handler.handle(request(), RequestBody::Full(Bytes::new())).await.unwrap() else {
+                panic!("hello answers with a whole body")
+            };
             assert_eq!(response.body.len(), 13);
         })
     });

@@ -8,8 +8,9 @@
 #   bash scripts/build-examples.sh OUT_DIR
 #   bash scripts/build-examples.sh --rust-only  # skip the C examples
 #
-# Needs: cargo with the wasm32-unknown-unknown and wasm32-wasip1 targets (the
-# WASI command examples/rust-wasi is always built for wasip1); for C, clang, wasm-ld
+# Needs: cargo with the wasm32-unknown-unknown, wasm32-wasip1 and wasm32-wasip2
+# targets (examples/rust-wasi is built for wasip1 and wasip2, the wasi:http
+# component examples/wasi-http for wasip2); for C, clang, wasm-ld
 # and wasi-libc (Debian: clang lld wasi-libc libclang-rt-NN-dev-wasm32).
 # Environment: CC (default clang), WASI_SYSROOT (default /usr),
 # RUST_TARGET (default wasm32-unknown-unknown; wasm32-wasip1 works too).
@@ -37,7 +38,7 @@ die() { printf 'build-examples: error: %s\n' "$*" >&2; exit 1; }
 
 # Every toolchain is checked before anything is built.
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (bash scripts/setup.sh)"
-for target in "$rust_target" wasm32-wasip1; do
+for target in "$rust_target" wasm32-wasip1 wasm32-wasip2; do
   [ -d "$(rustc --print sysroot)/lib/rustlib/$target" ] \
     || die "Rust target $target is not installed: rustup target add $target"
 done
@@ -77,6 +78,12 @@ cp "$root/examples/rust-kv/target/$rust_target/release/rust_kv.wasm" "$out/rust-
 # A WASI command: a CGI handler on the node, a program for `terrafirma run`.
 cargo build --release --locked --target wasm32-wasip1 --manifest-path "$root/examples/rust-wasi/Cargo.toml"
 cp "$root/examples/rust-wasi/target/wasm32-wasip1/release/rust-wasi.wasm" "$out/rust-wasi.wasm"
+# The same as a wasip2 command component (exports wasi:cli/run).
+cargo build --release --locked --target wasm32-wasip2 --manifest-path "$root/examples/rust-wasi/Cargo.toml"
+cp "$root/examples/rust-wasi/target/wasm32-wasip2/release/rust-wasi.wasm" "$out/rust-wasi-p2.wasm"
+# A wasi:http/proxy component.
+cargo build --release --locked --target wasm32-wasip2 --manifest-path "$root/examples/wasi-http/Cargo.toml"
+cp "$root/examples/wasi-http/target/wasm32-wasip2/release/wasi_http.wasm" "$out/wasi-http.wasm"
 
 if ! $rust_only; then
   say "C examples ($cc, $c_target, wasi-libc in $sysroot)"

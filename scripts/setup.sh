@@ -57,7 +57,7 @@ if command -v rustup >/dev/null 2>&1; then
     fi
   done
   installed=$(rustup target list --installed)
-  for target in wasm32-unknown-unknown wasm32-wasip1; do
+  for target in wasm32-unknown-unknown wasm32-wasip1 wasm32-wasip2; do
     if grep -qx "$target" <<<"$installed"; then
       say "ok: rust target $target"
     else

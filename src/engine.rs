@@ -59,7 +59,7 @@ pub fn build_engine(shape: EngineShape) -> wasmtime::Result<Engine> {
         .total_memories(shape.instances)
         .total_tables(shape.instances)
         .total_stacks(shape.instances)
-        .total_component_instances(0)
+        .total_component_instances(shape.instances)
         .max_memories_per_module(1)
         .max_tables_per_module(1)
         .max_memory_size(shape.max_memory_bytes)

@@ -20,6 +20,6 @@ pub mod node;
 mod outbound;
 pub mod sandbox;
 mod server;
-pub use abi::terrafirma::{MAX_OUTBOUND_REQUESTS, RECEIVED_BODIES_FACTOR};
 pub use modules::{artifact, prepare};
+pub use outbound::{MAX_OUTBOUND_REQUESTS, RECEIVED_BODIES_FACTOR};
 pub use server::routing::script_name_len;

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http_body_util::BodyExt;
 use terrafirma::artifact::load_or_compile;
 use terrafirma::config::Limits;
 use terrafirma::engine::EngineShape;
-use terrafirma::executor::{Abi, Handler, HandlerConfig, Runtime, run_command};
+use terrafirma::executor::{Abi, Answer, Code, Handler, HandlerConfig, RequestBody, Runtime, run_command};
 use terrafirma::kv::KvStores;
-use terrafirma::messages::GuestRequest;
+use terrafirma::messages::{GuestRequest, GuestResponse};
 use terrafirma::prepare::prepare;
 use terrafirma::sandbox::SandboxLimits;
 use terrafirma::script_name_len;
@@ -69,32 +70,28 @@ impl RunCommand {
         let prepared = prepare(&bytes)?;
         let runtime = Runtime::new(RUN_SHAPE)?;
         let cache = cache_dir();
-        let module = load_or_compile(&runtime, &cache.join("artifacts"), &cache.join("tmp"), &prepared)?.module;
+        let code = load_or_compile(&runtime, &cache.join("artifacts"), &cache.join("tmp"), &prepared)?.code;
         let name = self.file.file_stem().and_then(|s| s.to_str()).unwrap_or("module").to_owned();
         super::tokio_runtime()?.block_on(async {
             match (&self.request, prepared.abi) {
-                (Some(path), _) => self.run_request(&runtime, module, prepared.abi, &name, path).await,
-                (None, Abi::WasiCgi) => self.run_command(&runtime, module).await,
-                (None, Abi::Terrafirma) => {
+                (Some(path), _) => self.run_request(&runtime, code, prepared.abi, &name, path).await,
+                (None, Abi::WasiCgi) => match code {
+                    Code::Module(module) => self.run_command(&runtime, module).await,
+                    Code::Component(_) => anyhow::bail!("internal error: a WASI command compiled as a component"),
+                },
+                (None, Abi::Terrafirma | Abi::WasiHttp) => {
                     anyhow::bail!("{} is an HTTP handler: give it a request with --request PATH", self.file.display())
                 }
             }
         })
     }
 
-    async fn run_request(
-        &self,
-        runtime: &Arc<Runtime>,
-        module: wasmtime::Module,
-        abi: Abi,
-        name: &str,
-        path: &str,
-    ) -> anyhow::Result<ExitCode> {
+    async fn run_request(&self, runtime: &Arc<Runtime>, code: Code, abi: Abi, name: &str, path: &str) -> anyhow::Result<ExitCode> {
         let limits = SandboxLimits::from(&Limits::default());
         // A one-off run keeps its KV data in the cache, as the site `_run`.
         let kv = KvStores::new(cache_dir().join("kv"))?.site("_run", limits.max_response_bytes);
         let config = HandlerConfig { label: Arc::from(format!("run/{name}")), limits, prewarm: 0, kv: Some(kv), net: None };
-        let (handler, warnings) = Handler::new(runtime, module, abi, config)?;
+        let (handler, warnings) = Handler::new(runtime, code, abi, config)?;
         for warning in warnings {
             eprintln!("warning: {warning}");
         }
@@ -109,8 +106,18 @@ impl RunCommand {
         let script_len = script_name_len(uri.path(), name);
         let method = Method::from_bytes(self.method.as_bytes())?;
         let body = Bytes::from(self.data.clone().unwrap_or_default());
-        let request = GuestRequest::new(method, uri, headers, body, IpAddr::V4(Ipv4Addr::LOCALHOST), script_len);
-        match handler.handle(request).await {
+        let request = GuestRequest::new(method, uri, headers, Bytes::new(), IpAddr::V4(Ipv4Addr::LOCALHOST), script_len);
+        let answer = handler.handle(request, RequestBody::Full(body)).await;
+        let response = match answer {
+            Ok(Answer::Full(response)) => Ok(response),
+            Ok(Answer::Streaming(response)) => {
+                let (parts, body) = response.into_parts();
+                let body = body.collect().await.map_err(|e| anyhow::anyhow!("the response was cut: {e}"))?.to_bytes();
+                Ok(GuestResponse { status: parts.status, headers: parts.headers, body })
+            }
+            Err(fault) => Err(fault),
+        };
+        match response {
             Ok(response) => {
                 println!("HTTP/1.1 {}", response.status);
                 for (key, value) in &response.headers {

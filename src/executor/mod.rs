@@ -3,11 +3,13 @@
 //! out; routing knows nothing of interfaces.
 
 mod fault;
+mod http_outbound;
 mod output;
 mod runtime;
 mod state;
 mod terrafirma;
 mod wasi_cgi;
+mod wasi_http;
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ pub use fault::{Fault, FaultKind};
 pub use runtime::Runtime;
 pub use state::WasiState;
 pub use wasi_cgi::run_command;
+pub use wasi_http::StreamBody;
 
 use crate::kv::SiteKv;
 use crate::messages::{GuestRequest, GuestResponse};
@@ -29,6 +32,8 @@ pub enum Abi {
     Terrafirma,
     /// A WASI command (`_start`) run as a CGI handler.
     WasiCgi,
+    /// A component of the `wasi:http/proxy` world.
+    WasiHttp,
 }
 
 impl Abi {
@@ -37,6 +42,7 @@ impl Abi {
         match self {
             Abi::Terrafirma => "terrafirma",
             Abi::WasiCgi => "wasi-cgi",
+            Abi::WasiHttp => "wasi-http",
         }
     }
 }
@@ -62,37 +68,68 @@ pub struct HandlerConfig {
     pub net: Option<SiteNet>,
 }
 
+/// Compiled code: a core module (Terrafirma, CGI) or a component (wasi:http).
+pub enum Code {
+    Module(wasmtime::Module),
+    Component(wasmtime::component::Component),
+}
+
 /// A compiled module ready to serve, whatever its interface.
 pub enum Handler {
     Terrafirma(terrafirma::TerrafirmaHandler),
     WasiCgi(wasi_cgi::CgiHandler),
+    WasiHttp(wasi_http::HttpHandler),
+}
+
+/// A request's body as the front end hands it over: read whole, for the
+/// executors that want it so, or as it arrives.
+pub enum RequestBody {
+    Full(bytes::Bytes),
+    Streaming(hyper::body::Incoming),
+}
+
+/// A response as the front end sends it out: whole, or streamed as the
+/// guest writes it.
+pub enum Answer {
+    Full(GuestResponse),
+    Streaming(http::Response<StreamBody>),
 }
 
 impl Handler {
     /// Resolves the module's imports once; fails (an upload error) when an
     /// import the node provides is declared with another signature.
-    pub fn new(
-        runtime: &Arc<Runtime>,
-        module: wasmtime::Module,
-        abi: Abi,
-        config: HandlerConfig,
-    ) -> wasmtime::Result<(Handler, Vec<String>)> {
-        Ok(match abi {
-            Abi::Terrafirma => {
+    pub fn new(runtime: &Arc<Runtime>, code: Code, abi: Abi, config: HandlerConfig) -> wasmtime::Result<(Handler, Vec<String>)> {
+        Ok(match (abi, code) {
+            (Abi::Terrafirma, Code::Module(module)) => {
                 let (handler, warnings) = terrafirma::TerrafirmaHandler::new(runtime, module, config)?;
                 (Handler::Terrafirma(handler), warnings)
             }
-            Abi::WasiCgi => {
+            (Abi::WasiCgi, Code::Module(module)) => {
                 let (handler, warnings) = wasi_cgi::CgiHandler::new(runtime, module, config.label, config.limits)?;
                 (Handler::WasiCgi(handler), warnings)
             }
+            (Abi::WasiHttp, Code::Component(component)) => {
+                (Handler::WasiHttp(wasi_http::HttpHandler::new(runtime, &component, config)?), Vec::new())
+            }
+            (abi, _) => wasmtime::bail!("internal error: compiled code of the wrong kind for {abi}"),
         })
     }
 
-    pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
+    /// Whether the handler reads the request body as it arrives (else the
+    /// front end reads it whole first).
+    pub fn streams_bodies(&self) -> bool {
+        matches!(self, Handler::WasiHttp(_))
+    }
+
+    pub async fn handle(&self, request: GuestRequest, body: RequestBody) -> Result<Answer, Fault> {
+        let whole = |request: GuestRequest, body: RequestBody| match body {
+            RequestBody::Full(bytes) => GuestRequest { body: bytes, ..request },
+            RequestBody::Streaming(_) => request,
+        };
         match self {
-            Handler::Terrafirma(handler) => handler.handle(request).await,
-            Handler::WasiCgi(handler) => handler.handle(request).await,
+            Handler::Terrafirma(handler) => handler.handle(whole(request, body)).await.map(Answer::Full),
+            Handler::WasiCgi(handler) => handler.handle(whole(request, body)).await.map(Answer::Full),
+            Handler::WasiHttp(handler) => handler.handle(request, body).await.map(Answer::Streaming),
         }
     }
 }

@@ -4,10 +4,24 @@
 use std::sync::Arc;
 
 use wasmtime::{Engine, InstancePre, Linker, Module, Store};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::state::{TerrafirmaState, WasiState};
+use super::wasi_http::HttpState;
 use crate::engine::{EngineShape, EpochTicker, build_engine, compatibility_tag};
 use crate::sandbox::CallMode;
+
+/// What the wasi:http linker provides: WASI 0.2 and wasi:http's client side.
+const PROVIDED_INTERFACES: [&str; 8] = [
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+    "wasi:http/types@",
+    "wasi:http/outgoing-handler@",
+];
 
 pub struct Runtime {
     pub engine: Engine,
@@ -20,6 +34,9 @@ pub struct Runtime {
     terrafirma_fiber: Linker<TerrafirmaState>,
     /// WASI preview 1 only, for commands (CGI and `terrafirma run`).
     pub(super) wasi: Linker<WasiState>,
+    /// wasi:http and WASI 0.2 (with no filesystem, network or environment
+    /// granted), for wasi:http components.
+    http: wasmtime::component::Linker<HttpState>,
     _ticker: EpochTicker,
 }
 
@@ -33,6 +50,9 @@ impl Runtime {
         wasmtime_wasi::p1::add_to_linker_async(&mut terrafirma_fiber, TerrafirmaState::wasi)?;
         wasmtime_wasi::p0::add_to_linker_async(&mut terrafirma_fiber, TerrafirmaState::wasi)?;
         crate::abi::terrafirma::add_to_linker(&mut terrafirma_fiber, CallMode::Fiber)?;
+        let mut http = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut http)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http)?;
         let mut terrafirma_direct = Linker::new(&engine);
         crate::abi::terrafirma::add_to_linker(&mut terrafirma_direct, CallMode::Direct)?;
         Ok(Arc::new(Runtime {
@@ -42,6 +62,7 @@ impl Runtime {
             terrafirma_direct,
             terrafirma_fiber,
             wasi,
+            http,
         }))
     }
 
@@ -63,6 +84,22 @@ impl Runtime {
             CallMode::Direct => &self.terrafirma_direct,
             CallMode::Fiber => &self.terrafirma_fiber,
         }
+    }
+
+    /// Resolves a wasi:http component's imports once. A component importing
+    /// what the node does not provide is refused with the list of them.
+    pub(super) fn link_proxy(&self, component: &wasmtime::component::Component) -> wasmtime::Result<ProxyPre<HttpState>> {
+        let missing: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|name| !PROVIDED_INTERFACES.iter().any(|provided| name.starts_with(provided)))
+            .map(|name| format!("`{name}`"))
+            .collect();
+        if !missing.is_empty() {
+            wasmtime::bail!("the component imports what this node does not provide: {}", missing.join(", "));
+        }
+        ProxyPre::new(self.http.instantiate_pre(component)?)
     }
 
     /// Resolves `module`'s imports once with `linker`: the node's own with

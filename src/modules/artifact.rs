@@ -8,17 +8,34 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use wasmtime::Module;
+use wasmtime::component::Component;
 
 use super::prepare::Prepared;
-use crate::executor::Runtime;
+use crate::executor::{Abi, Code, Runtime};
 
 /// Bumped whenever `prepare::rewrite` changes what it produces.
 const REWRITE_VERSION: u32 = 1;
 
-/// A compiled module and how long compiling it took (0 if it was cached).
+/// A compiled module or component and how long compiling it took (0 if it
+/// was cached).
 pub struct Compiled {
-    pub module: Module,
+    pub code: Code,
     pub compile_ms: u64,
+}
+
+/// Loads an artifact written by `load_or_compile` for `abi`.
+///
+/// # Safety
+/// `path` must hold what `precompile_module` or `precompile_component` of
+/// this engine configuration wrote (see `load_or_compile`).
+unsafe fn load(runtime: &Runtime, abi: Abi, path: &Path) -> wasmtime::Result<Code> {
+    // SAFETY: as the caller promises.
+    unsafe {
+        Ok(match abi {
+            Abi::WasiHttp => Code::Component(Component::deserialize_file(&runtime.engine, path)?),
+            Abi::Terrafirma | Abi::WasiCgi => Code::Module(Module::deserialize_file(&runtime.engine, path)?),
+        })
+    }
 }
 
 pub fn artifact_path(dir: &Path, runtime: &Runtime, sha256: &str) -> PathBuf {
@@ -34,23 +51,29 @@ pub fn load_or_compile(runtime: &Runtime, dir: &Path, tmp: &Path, prepared: &Pre
         // configuration (the name carries its compatibility tag) through an
         // atomic rename, and nothing but this function writes to a
         // directory of artifacts.
-        match unsafe { Module::deserialize_file(&runtime.engine, &path) } {
-            Ok(module) => return Ok(Compiled { module, compile_ms: 0 }),
+        match unsafe { load(runtime, prepared.abi, &path) } {
+            Ok(code) => return Ok(Compiled { code, compile_ms: 0 }),
             Err(error) => tracing::warn!("recompiling unreadable artifact {}: {error}", path.display()),
         }
     }
     let started = Instant::now();
-    let bytes = runtime.engine.precompile_module(&prepared.rewritten)?;
+    let bytes = match prepared.abi {
+        Abi::WasiHttp => runtime.engine.precompile_component(&prepared.rewritten)?,
+        Abi::Terrafirma | Abi::WasiCgi => runtime.engine.precompile_module(&prepared.rewritten)?,
+    };
     let compile_ms = started.elapsed().as_millis() as u64;
     write_atomic(tmp, &path, &bytes)?;
     // SAFETY: as above; the file was just written by this engine.
-    let module = unsafe { Module::deserialize_file(&runtime.engine, &path)? };
-    Ok(Compiled { module, compile_ms })
+    let code = unsafe { load(runtime, prepared.abi, &path)? };
+    Ok(Compiled { code, compile_ms })
 }
 
 /// Compiles in memory only, with no artifact written (benches).
-pub fn compile_in_memory(runtime: &Runtime, prepared: &Prepared) -> anyhow::Result<Module> {
-    Ok(Module::new(&runtime.engine, &prepared.rewritten)?)
+pub fn compile_in_memory(runtime: &Runtime, prepared: &Prepared) -> anyhow::Result<Code> {
+    Ok(match prepared.abi {
+        Abi::WasiHttp => Code::Component(Component::new(&runtime.engine, &prepared.rewritten)?),
+        Abi::Terrafirma | Abi::WasiCgi => Code::Module(Module::new(&runtime.engine, &prepared.rewritten)?),
+    })
 }
 
 /// Writes `bytes` to `dest` so that a crash leaves either the old file or the

@@ -19,8 +19,16 @@ pub enum PrepareError {
     NotWasm(String),
     #[error("invalid module: {0}")]
     Invalid(String),
-    #[error("components (wasi:http) are not supported yet; upload a core module")]
-    Component,
+    #[error("invalid component: {0}")]
+    InvalidComponent(String),
+    /// A component that implements a world the node does not serve.
+    #[error("the component exports {0}, not `wasi:http/incoming-handler`: the node serves wasi:http/proxy components")]
+    OtherWorld(String),
+    /// A `wasi:cli/run` command: `terrafirma run` runs it; the node does not serve it.
+    #[error(
+        "the component is a wasi:cli command (exports `wasi:cli/run`); the node serves wasi:http/proxy components (`terrafirma run` runs commands)"
+    )]
+    CommandComponent,
     #[error("module exports neither `run` (Terrafirma handler) nor `_start` (WASI command)")]
     NoEntryPoint,
     #[error("unsupported module: {0}")]
@@ -50,8 +58,43 @@ pub fn prepare(upload: &[u8]) -> Result<Prepared, PrepareError> {
         return Err(PrepareError::NotWasm("missing the `\\0asm` magic header".into()));
     };
     let sha256 = hex::encode(Sha256::digest(&binary));
+    if Parser::is_component(&binary) {
+        let abi = component_world(&binary)?;
+        return Ok(Prepared { rewritten: binary.to_vec(), original: binary.into_owned(), sha256, abi });
+    }
     let (abi, rewritten) = rewrite(&binary)?;
     Ok(Prepared { original: binary.into_owned(), sha256, abi, rewritten })
+}
+
+/// Which interface a component implements, from its top-level exports:
+/// `wasi:http/incoming-handler` (any 0.2 version) makes it a wasi:http
+/// handler. Components are compiled as they are uploaded.
+fn component_world(binary: &[u8]) -> Result<Abi, PrepareError> {
+    let mut exports = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(binary) {
+        match payload.map_err(|e| PrepareError::InvalidComponent(e.to_string()))? {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    let export = export.map_err(|e| PrepareError::InvalidComponent(e.to_string()))?;
+                    exports.push(export.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let interface = |name: &str| name.split('@').next().unwrap_or(name).to_owned();
+    if exports.iter().any(|name| interface(name) == "wasi:http/incoming-handler") {
+        Ok(Abi::WasiHttp)
+    } else if exports.iter().any(|name| interface(name) == "wasi:cli/run") {
+        Err(PrepareError::CommandComponent)
+    } else if exports.is_empty() {
+        Err(PrepareError::OtherWorld("nothing".into()))
+    } else {
+        Err(PrepareError::OtherWorld(exports.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")))
+    }
 }
 
 fn looks_like_text(bytes: &[u8]) -> bool {
@@ -97,7 +140,7 @@ fn rewrite(binary: &[u8]) -> Result<(Abi, Vec<u8>), PrepareError> {
         match payload {
             Payload::Version { encoding, .. } => {
                 if encoding == Encoding::Component {
-                    return Err(PrepareError::Component);
+                    return Err(PrepareError::InvalidComponent("nested in a core module".into()));
                 }
             }
             Payload::ImportSection(reader) => {

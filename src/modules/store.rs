@@ -171,7 +171,7 @@ impl ModuleStore {
             net: Some(net),
         };
         let (handler, warnings) =
-            Handler::new(&self.runtime, compiled.module, prepared.abi, config).map_err(|e| DeployError::Link(root_message(&e.into())))?;
+            Handler::new(&self.runtime, compiled.code, prepared.abi, config).map_err(|e| DeployError::Link(root_message(&e.into())))?;
         let deployed = Arc::new(Deployed {
             site: site.to_owned(),
             name: name.to_owned(),

@@ -24,6 +24,13 @@ pub use dns::{DnsError, MAX_QUERY_BYTES, Resolver};
 use crate::messages::{GuestResponse, drop_framing_headers};
 use connect::GuardedConnector;
 
+/// Most requests a guest may send while serving one incoming request,
+/// whatever its interface.
+pub const MAX_OUTBOUND_REQUESTS: usize = 64;
+/// Response bytes one incoming request may receive in all, in units of the
+/// site's `max_response_bytes` (which also caps each body).
+pub const RECEIVED_BODIES_FACTOR: usize = 4;
+
 /// Why an outgoing request failed (the guest sees `-1`; this goes to the log).
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {

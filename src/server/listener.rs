@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -38,10 +37,12 @@ pub struct Stop {
 }
 
 /// Serves connections on `listener` with `handle` until stopped.
-pub async fn serve<H, F>(listener: TcpListener, http: HttpConfig, handle: H, mut stop: Stop)
+pub async fn serve<H, F, B>(listener: TcpListener, http: HttpConfig, handle: H, mut stop: Stop)
 where
     H: Fn(SocketAddr, Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let handle = Arc::new(handle);
     let mut connections = JoinSet::new();

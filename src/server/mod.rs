@@ -15,9 +15,18 @@ use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
 use crate::config::Config;
-use crate::executor::{Fault, FaultKind};
+use crate::executor::{Answer, Fault, FaultKind, RequestBody, StreamBody};
 use crate::messages::{GuestRequest, GuestResponse, drop_framing_headers};
 use crate::modules::Registry;
+
+/// What the sites' server answers with: a whole body (faults, Terrafirma
+/// and CGI guests) or one that streams (wasi:http guests).
+pub type SiteBody = http_body_util::Either<Full<Bytes>, StreamBody>;
+
+enum Answered {
+    Full(Full<Bytes>),
+    Streaming(StreamBody),
+}
 
 /// Response header naming the kind of fault (`docs/errors.md`).
 pub const ERROR_HEADER: &str = "x-terrafirma-error";
@@ -32,13 +41,20 @@ impl SiteServer {
         &self.store.registry
     }
 
-    pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<SiteBody> {
+        self.answer(peer, request).await.map(|body| match body {
+            Answered::Full(full) => SiteBody::Left(full),
+            Answered::Streaming(stream) => SiteBody::Right(stream),
+        })
+    }
+
+    async fn answer(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Answered> {
         let (parts, body) = request.into_parts();
         let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
         let Some(route) = routing::resolve(self.registry(), &self.config, host, parts.uri.path()) else {
             let site = routing::site_for(self.registry(), &self.config, host);
             let name = routing::module_segment(parts.uri.path()).unwrap_or(crate::names::INDEX_MODULE);
-            return fault_response(name, &Fault::new(FaultKind::NotFound, format!("no such module on site {site}")));
+            return fault_response(name, &Fault::new(FaultKind::NotFound, format!("no such module on site {site}"))).map(Answered::Full);
         };
         let deployed = route.module;
         let max_body = self.config.limits_for(&deployed.site).max_request_bytes;
@@ -49,40 +65,56 @@ impl SiteServer {
             fault_response(&deployed.name, &Fault::new(FaultKind::BodyTooLarge, reason))
         };
         if declared.is_some_and(|len| len > max_body) {
-            return too_large();
+            return too_large().map(Answered::Full);
         }
-        let body = if body.is_end_stream() {
-            Bytes::new()
+        let body = if deployed.handler.streams_bodies() {
+            RequestBody::Streaming(body)
+        } else if body.is_end_stream() {
+            RequestBody::Full(Bytes::new())
         } else {
-            match read_body(body, max_body as usize, self.config.http.body_timeout).await {
-                Ok(body) => body,
-                Err(BodyError::TooLarge) => return too_large(),
+            let read = match read_body(body, max_body as usize, self.config.http.body_timeout).await {
+                Ok(body) => Ok(body),
+                Err(BodyError::TooLarge) => Err(too_large()),
                 Err(BodyError::TooSlow) => {
                     deployed.count(true);
                     let reason = format!("request body not received within {:?}", self.config.http.body_timeout);
-                    return fault_response(&deployed.name, &Fault::new(FaultKind::RequestTimeout, reason));
+                    Err(fault_response(&deployed.name, &Fault::new(FaultKind::RequestTimeout, reason)))
                 }
                 Err(BodyError::Unreadable) => {
                     deployed.count(true);
-                    return plain(StatusCode::BAD_REQUEST, "request body could not be read\n");
+                    Err(plain(StatusCode::BAD_REQUEST, "request body could not be read\n"))
                 }
+            };
+            match read {
+                Ok(body) => RequestBody::Full(body),
+                Err(response) => return response.map(Answered::Full),
             }
         };
-        let request = GuestRequest::new(parts.method, parts.uri, parts.headers, body, peer.ip(), route.script_len);
-        match deployed.handler.handle(request).await {
-            Ok(response) if response.status.is_informational() => {
+        let request = GuestRequest::new(parts.method, parts.uri, parts.headers, Bytes::new(), peer.ip(), route.script_len);
+        let answer = deployed.handler.handle(request, body).await;
+        let status = match &answer {
+            Ok(Answer::Full(response)) => response.status,
+            Ok(Answer::Streaming(response)) => response.status(),
+            Err(_) => StatusCode::OK,
+        };
+        match answer {
+            Ok(_) if status.is_informational() => {
                 deployed.count(true);
-                let reason = format!("guest answered with informational status {}", response.status.as_u16());
-                fault_response(&deployed.name, &Fault::new(FaultKind::Trap, reason))
+                let reason = format!("guest answered with informational status {}", status.as_u16());
+                fault_response(&deployed.name, &Fault::new(FaultKind::Trap, reason)).map(Answered::Full)
             }
-            Ok(response) => {
+            Ok(Answer::Full(response)) => {
                 deployed.count(false);
-                guest_response(response)
+                guest_response(response).map(Answered::Full)
+            }
+            Ok(Answer::Streaming(response)) => {
+                deployed.count(false);
+                response.map(Answered::Streaming)
             }
             Err(fault) => {
                 deployed.count(true);
                 tracing::debug!(site = %deployed.site, module = %deployed.name, "{fault}");
-                fault_response(&deployed.name, &fault)
+                fault_response(&deployed.name, &fault).map(Answered::Full)
             }
         }
     }

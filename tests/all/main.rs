@@ -17,3 +17,4 @@ mod outbound;
 mod process;
 mod routing;
 mod upstream;
+mod wasi_http;

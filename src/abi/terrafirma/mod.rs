@@ -22,7 +22,6 @@ mod session;
 
 use std::time::Instant;
 
-pub use outbound::{MAX_OUTBOUND_REQUESTS, RECEIVED_BODIES_FACTOR};
 pub use register::HostcallTrap;
 pub use session::{KV_NOT_SAVED, Session, SessionLimits};
 use wasmtime::Linker;

@@ -20,14 +20,8 @@ use wasmtime::{Caller, Linker};
 use super::memory::{hand_out, hand_out_list, memory, read, read_i32s, read_slices, slice, write_i32};
 use super::{GuestTrap, Handle, HostcallError, HostcallResult, HostcallStatus, KV_NOT_SAVED, TerrafirmaView, headers};
 use crate::messages::GuestResponse;
-use crate::outbound::{ByteBudget, MAX_URL_BYTES, OutboundError, SiteNet, UrlError};
+use crate::outbound::{ByteBudget, MAX_OUTBOUND_REQUESTS, MAX_URL_BYTES, OutboundError, RECEIVED_BODIES_FACTOR, SiteNet, UrlError};
 use crate::sandbox::{CallMode, DeadlineExceeded};
-
-/// Most requests a guest may create while serving one incoming request.
-pub const MAX_OUTBOUND_REQUESTS: usize = 64;
-/// Response bytes one incoming request may receive in all, in units of the
-/// site's `max_response_bytes` (which also caps each body).
-pub const RECEIVED_BODIES_FACTOR: usize = 4;
 
 /// One kind of handle. Handles count up from 1 (0 is the incoming request
 /// or the outgoing response) and are never reused within a request, so a
