@@ -13,16 +13,17 @@ use bytes::Bytes;
 use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use http_body_util::BodyExt;
+use std::io::Write;
 use terrafirma::artifact::load_or_compile;
 use terrafirma::config::Limits;
 use terrafirma::engine::EngineShape;
-use terrafirma::executor::{Abi, Answer, Code, Handler, HandlerConfig, RequestBody, Runtime, run_command};
+use terrafirma::executor::command::{self, CommandOptions, cache_dir};
+use terrafirma::executor::{Abi, Answer, Code, Handler, HandlerConfig, RequestBody, Runtime};
 use terrafirma::kv::KvStores;
 use terrafirma::messages::{GuestRequest, GuestResponse};
 use terrafirma::prepare::prepare;
 use terrafirma::sandbox::SandboxLimits;
 use terrafirma::script_name_len;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 #[derive(Args)]
 pub struct RunCommand {
@@ -55,16 +56,11 @@ pub struct RunCommand {
 /// A one-off run gets one memory of up to 4 GiB, no fuel or time limit.
 const RUN_SHAPE: EngineShape = EngineShape { instances: 4, max_memory_bytes: 4 << 30 };
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("terrafirma")
-}
-
 impl RunCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
+        if self.request.is_none() {
+            return self.run_command();
+        }
         super::init_logging("warn");
         let bytes = std::fs::read(&self.file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.file.display()))?;
         let prepared = prepare(&bytes)?;
@@ -73,16 +69,8 @@ impl RunCommand {
         let code = load_or_compile(&runtime, &cache.join("artifacts"), &cache.join("tmp"), &prepared)?.code;
         let name = self.file.file_stem().and_then(|s| s.to_str()).unwrap_or("module").to_owned();
         super::tokio_runtime()?.block_on(async {
-            match (&self.request, prepared.abi) {
-                (Some(path), _) => self.run_request(&runtime, code, prepared.abi, &name, path).await,
-                (None, Abi::WasiCgi) => match code {
-                    Code::Module(module) => self.run_command(&runtime, module).await,
-                    Code::Component(_) => anyhow::bail!("internal error: a WASI command compiled as a component"),
-                },
-                (None, Abi::Terrafirma | Abi::WasiHttp) => {
-                    anyhow::bail!("{} is an HTTP handler: give it a request with --request PATH", self.file.display())
-                }
-            }
+            let path = self.request.as_deref().unwrap_or("/");
+            self.run_request(&runtime, code, prepared.abi, &name, path).await
         })
     }
 
@@ -135,20 +123,25 @@ impl RunCommand {
         }
     }
 
-    async fn run_command(&self, runtime: &Arc<Runtime>, module: wasmtime::Module) -> anyhow::Result<ExitCode> {
-        let program = self.file.display().to_string();
-        let args: Vec<&str> = std::iter::once(program.as_str()).chain(self.args.iter().map(String::as_str)).collect();
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdio().args(&args);
+    /// A WASI command, on the fast path of `executor::command`; exits the
+    /// process with the guest's code once its output is flushed.
+    fn run_command(&self) -> anyhow::Result<ExitCode> {
+        let mut env = Vec::new();
         for pair in &self.env {
             let (key, value) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--env {pair:?} is not K=V"))?;
-            wasi.env(key, value);
+            env.push((key.to_owned(), value.to_owned()));
         }
-        for dir in &self.dirs {
-            let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
-            wasi.preopened_dir(host, guest, FsPerms::ReadWrite).map_err(|e| anyhow::anyhow!("--dir {host}: {e}"))?;
-        }
-        let code = run_command(runtime, &module, wasi.build_p1()).await?;
-        Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        let dirs: Vec<(String, String)> = self
+            .dirs
+            .iter()
+            .map(|dir| dir.split_once("::").map_or((dir.clone(), dir.clone()), |(host, guest)| (host.to_owned(), guest.to_owned())))
+            .collect();
+        let program = self.file.display().to_string();
+        let options = CommandOptions { program: &program, args: &self.args, env: &env, dirs: &dirs };
+        let code = command::run(&self.file, &cache_dir().join("run"), &options)?;
+        let _ = std::io::stdout().flush();
+        // Nothing is left to clean up that the kernel does not: skipping
+        // the destructors (engine, mappings) saves start-up's mirror image.
+        std::process::exit(code);
     }
 }

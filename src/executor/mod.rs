@@ -2,6 +2,7 @@
 //! only sees a `GuestRequest` go in and a `GuestResponse` or a `Fault` come
 //! out; routing knows nothing of interfaces.
 
+pub mod command;
 mod fault;
 mod http_outbound;
 mod output;
@@ -16,8 +17,6 @@ use std::sync::Arc;
 
 pub use fault::{Fault, FaultKind};
 pub use runtime::Runtime;
-pub use state::WasiState;
-pub use wasi_cgi::run_command;
 pub use wasi_http::StreamBody;
 
 use crate::kv::SiteKv;

@@ -8,7 +8,6 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use wasmtime::{InstancePre, Module, ModuleExport};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use super::output::{CappedPipe, GUEST_LOG_BYTES, log_guest_output};
@@ -70,29 +69,6 @@ impl CgiHandler {
             return Err(Fault::new(FaultKind::ResponseTooLarge, format!("response over the limit of {limit} bytes")));
         }
         Ok(response)
-    }
-}
-
-/// Runs a WASI command once with `wasi` (`terrafirma run`): no limits but
-/// the engine's; returns the guest's exit code.
-pub async fn run_command(runtime: &Runtime, module: &Module, wasi: WasiP1Ctx) -> anyhow::Result<i32> {
-    let unlimited = SandboxLimits {
-        fuel: u64::MAX,
-        timeout: std::time::Duration::from_secs(365 * 24 * 3600),
-        memory_bytes: usize::MAX,
-        max_response_bytes: usize::MAX,
-        max_request_bytes: usize::MAX,
-    };
-    let mut store = new_store(&runtime.engine, WasiState::new(wasi), &unlimited);
-    let (pre, _) = runtime.link(&runtime.wasi, module)?;
-    let instance = pre.instantiate_async(&mut store).await?;
-    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-    match start.call_async(&mut store, ()).await {
-        Ok(()) => Ok(0),
-        Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            Some(exit) => Ok(exit.0),
-            None => Err(error.into()),
-        },
     }
 }
 

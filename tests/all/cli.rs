@@ -61,6 +61,50 @@ fn run_passes_args_env_and_dirs_and_exits_with_the_guests_code() {
 }
 
 #[test]
+fn run_of_a_wasip2_command_component() {
+    let wasm = example("rust-wasi-p2.wasm");
+    let hello = terrafirma(&["run", &wasm]);
+    assert_eq!((hello.status.code(), stdout(&hello).as_str()), (Some(0), "Hello, world!\n"), "{hello:?}");
+    let args = terrafirma(&["run", "--env", "K=v", &wasm, "args", "a", "b c"]);
+    assert_eq!(stdout(&args), "a\nb c\n", "{args:?}");
+    let env = terrafirma(&["run", "--env", "K=v", &wasm, "env", "K"]);
+    assert_eq!(stdout(&env), "v\n", "{env:?}");
+    // wasi:cli/exit 0.2 carries success or failure only: any failing code is 1.
+    let exit = terrafirma(&["run", &wasm, "exit", "7"]);
+    assert_eq!(exit.status.code(), Some(1), "{exit:?}");
+    let exit = terrafirma(&["run", &wasm, "exit", "0"]);
+    assert_eq!(exit.status.code(), Some(0), "{exit:?}");
+}
+
+/// The cache is keyed by the file's identity: a file rewritten in place is
+/// compiled again, never served from the old artifact.
+#[test]
+fn run_notices_a_file_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guest.wasm");
+    std::fs::copy(example("c-hello-wasi.wasm"), &file).unwrap();
+    let first = terrafirma(&["run", &file.display().to_string()]);
+    assert_eq!(stdout(&first), "Hello, world!\n", "{first:?}");
+    std::fs::copy(example("rust-wasi.wasm"), &file).unwrap();
+    let second = terrafirma(&["run", &file.display().to_string(), "args", "changed"]);
+    assert_eq!(stdout(&second), "changed\n", "{second:?}");
+}
+
+#[test]
+fn run_of_an_http_handler_without_a_request_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.wat");
+    std::fs::write(&file, fixture("hello")).unwrap();
+    let out = terrafirma(&["run", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("--request"), "{out:?}");
+    let component = terrafirma(&["run", &example("wasi-http.wasm")]);
+    assert!(stderr(&component).contains("--request"), "{component:?}");
+    let served = terrafirma(&["run", &example("wasi-http.wasm"), "--request", "/x/status/201"]);
+    assert!(stdout(&served).starts_with("HTTP/1.1 201"), "{served:?}");
+}
+
+#[test]
 fn run_of_a_clang_hello_world() {
     let hello = terrafirma(&["run", &example("c-hello-wasi.wasm")]);
     assert_eq!((hello.status.code(), stdout(&hello).as_str()), (Some(0), "Hello, world!\n"), "{hello:?}");
