@@ -3,7 +3,7 @@
 # Debian machine. Idempotent: everything already present is skipped.
 #
 #   bash scripts/setup.sh           # toolchain checks, wasm targets, C compilers, curl
-#   bash scripts/setup.sh --bench   # also wrk and hyperfine, for loadtest/
+#   bash scripts/setup.sh --bench   # also wrk, hyperfine, podman, runc, busybox, node, for loadtest/ and the startup bench
 set -euo pipefail
 
 bench=false
@@ -76,13 +76,21 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 if $bench; then
+  # wrk and hyperfine for loadtest/; podman, runc, busybox and node for the
+  # rows of `cargo bench --bench startup`; bc and perf-free CPU sampling
+  # for loadtest/pinned.sh.
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
   command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+  command -v podman >/dev/null 2>&1 || need+=(podman)
+  command -v runc >/dev/null 2>&1 || need+=(runc)
+  [ -x /bin/busybox ] || need+=(busybox-static)
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v bc >/dev/null 2>&1 || need+=(bc)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi
-say "ok: cc, curl$($bench && echo ', wrk, hyperfine')"
+say "ok: cc, curl$($bench && echo ', wrk, hyperfine, podman, runc, busybox, node, bc')"
 
 # 4. C guests (the tests build examples/c with sdk/c/terrafirma.h): clang,
 #    wasm-ld, wasi-libc, and compiler-rt's wasm32 builtins for this clang.
