@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::request;
+use crate::harness::{cpu_ticks, request};
 use crate::process::Process;
 
 impl Process {
@@ -145,12 +145,12 @@ async fn a_write_is_durable_while_the_guest_runs_on() {
     let node = Process::serve(data.path(), None).await;
     node.deploy("kv", "kv").await;
     node.deploy("ks", "kv_spin").await;
-    let idle = cpu_ticks(node.child.id());
+    let idle = cpu_ticks(&node.child.id().to_string());
     let client = send(node.http, "GET", "/ks", "").await.unwrap();
     // The guest has written and spun for several epoch ticks once the node
     // has used 0.1 s of CPU more than idle; its fuel lasts far longer.
     let started = Instant::now();
-    while cpu_ticks(node.child.id()) < idle + 10 {
+    while cpu_ticks(&node.child.id().to_string()) < idle + 10 {
         assert!(started.elapsed() < Duration::from_secs(30), "the guest did not run");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -159,13 +159,4 @@ async fn a_write_is_durable_while_the_guest_runs_on() {
 
     let node = Process::serve(data.path(), None).await;
     assert_eq!(node.kv("GET", "spun", "").await, "11", "the write made before the guest spun");
-}
-
-/// CPU time a process has used, user and system, in clock ticks (1/100 s).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses: utime and
-    // stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }

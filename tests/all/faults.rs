@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Resp, TestNode, fixture};
+use crate::harness::{Resp, TestNode, cpu_ticks, fixture};
 
 /// Deploys `fixture` as `module`, requests it, checks the error, then checks
 /// that the node still serves an ordinary guest.
@@ -170,8 +170,14 @@ async fn spinning_guests_called_directly_do_not_hold_up_other_requests() {
     .await;
     node.deploy_ok("_default", "spin", fixture("spin")).await;
     node.deploy_ok("_default", "hello", fixture("hello")).await;
+    let idle = cpu_ticks("self");
     let spinners: Vec<_> = (0..4).map(|_| node.get_in_background("/spin")).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The spinners are running once this process has spent 0.2 s of CPU.
+    let started = Instant::now();
+    while cpu_ticks("self") < idle + 20 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the spinners did not run");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let hello = node.get("/hello").await;
     assert_eq!(hello.status, 200, "{hello:?}");
     assert!(spinners.iter().all(|spinner| !spinner.is_finished()), "hello was answered only after the spinners ended");

@@ -273,3 +273,13 @@ pub fn say(text: &str) -> String {
 pub fn say_wasm(text: &str) -> Vec<u8> {
     wat::parse_str(say(text)).expect("say.wat")
 }
+
+/// CPU time a process (a pid, or `self`) has used, user and system, in
+/// clock ticks (1/100 s).
+pub fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
