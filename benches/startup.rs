@@ -328,6 +328,20 @@ fn main() {
             Err(reason) => println!("| {} | {} | skipped: {reason} | | | {seed} |", row.name, row.what),
         }
     }
+    // The same figures as TSV, for scripts/plot.py.
+    let mut tsv = String::from("row\tmedian_ms\tp10_ms\tp90_ms\tseed_ms\n");
+    for row in &rows {
+        let seed = row.seed.map_or(String::new(), |ms| ms.to_string());
+        match &row.times {
+            Ok(times) => {
+                let (median, p10, p90) = median_and_spread(times);
+                tsv.push_str(&format!("{}\t{median}\t{p10}\t{p90}\t{seed}\n", row.name));
+            }
+            Err(_) => tsv.push_str(&format!("{}\t\t\t\t{seed}\n", row.name)),
+        }
+    }
+    std::fs::write(work.join("startup.tsv"), tsv).unwrap();
+    println!("\n(as TSV: {})", work.join("startup.tsv").display());
     if rows.iter().any(|row| row.times.as_ref().is_err_and(|reason| reason.starts_with("answered"))) {
         eprintln!("a row answered wrongly");
         std::process::exit(1);

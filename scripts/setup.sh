@@ -86,6 +86,7 @@ if $bench; then
   [ -x /bin/busybox ] || need+=(busybox-static)
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v bc >/dev/null 2>&1 || need+=(bc)
+  python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
