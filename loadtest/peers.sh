@@ -120,14 +120,18 @@ if [ -x "$oha" ]; then
     # shellcheck disable=SC2086
     rate=$(echo "$(mean ${rps_runs[$label]}) / 2" | bc)
     log "fixed rate $rate/s: $label"
-    taskset -c 0 timeout $((fixed + 30)) "$oha" --no-tui -j -q "$rate" --latency-correction -c 32 -z "${fixed}s" "$url" >"$work/oha.json"
+    taskset -c 0 timeout $((fixed + 30)) "$oha" --no-tui --output-format json -q "$rate" --latency-correction -c 32 -z "${fixed}s" "$url" >"$work/oha.json"
     latency[$label]=$(python3 - "$work/oha.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
 codes = report.get("statusCodeDistribution", {})
 bad = sum(n for code, n in codes.items() if not code.startswith("2"))
 p = report["latencyPercentiles"]
-print(f'{float(report["summary"]["requestsPerSec"]):.0f} {p["p50"] * 1e3:.3f} {p["p99"] * 1e3:.3f} {p["p99.9"] * 1e3:.3f} {bad + len(report.get("errorDistribution", {}))}')
+# Requests still in flight when the run's time is up are aborted by oha, not failed.
+errors = sum(n for kind, n in report.get("errorDistribution", {}).items() if "deadline" not in kind)
+for kind, n in report.get("errorDistribution", {}).items():
+    print(f"oha: {n} x {kind}", file=sys.stderr)
+print(f'{float(report["summary"]["requestsPerSec"]):.0f} {p["p50"] * 1e3:.3f} {p["p99"] * 1e3:.3f} {p["p99.9"] * 1e3:.3f} {bad + errors}')
 PY
 )
   done

@@ -86,7 +86,6 @@ if $bench; then
   [ -x /bin/busybox ] || need+=(busybox-static)
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v bc >/dev/null 2>&1 || need+=(bc)
-  python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
@@ -109,4 +108,16 @@ if [ ! -f "$(clang --target=$wasm_target --sysroot=/usr -print-libgcc-file-name)
   apt_install "libclang-rt-$clang_major-dev-wasm32"
 fi
 say "ok: clang $clang_major, wasm-ld, wasi-libc ($wasm_target)"
+
+# 5. With --bench: matplotlib for scripts/plot.py, for the python3 on PATH
+#    (Debian's package where that is the system's, else from PyPI).
+if $bench && ! python3 -c 'import matplotlib' 2>/dev/null; then
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    apt_install python3-matplotlib
+  else
+    say "python3 -m pip install matplotlib"
+    python3 -m pip install --quiet matplotlib
+  fi
+fi
+$bench && say "ok: matplotlib"
 say "done"
