@@ -138,7 +138,7 @@ fn in_process_rows(wasm: &[u8], runs: usize) -> Vec<Row> {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut rows = Vec::new();
     for (pooling, cow) in [(false, false), (false, true), (true, false), (true, true)] {
-        let times = tokio.block_on(bare(wasm, pooling, cow, runs));
+        let times = tokio.block_on(bare(wasm, pooling, cow, false, runs));
         let name =
             format!("wasmtime in process, {}, CoW {}", if pooling { "pooling" } else { "on-demand" }, if cow { "on" } else { "off" });
         rows.push(Row { name, what: "Store + InstancePre::instantiate + _start + drop".into(), seed: None, times });
@@ -147,7 +147,7 @@ fn in_process_rows(wasm: &[u8], runs: usize) -> Vec<Row> {
         name: "wasmtime in process, prewarmed".into(),
         what: "_start of an instance made ahead (pooling, CoW)".into(),
         seed: None,
-        times: tokio.block_on(prewarmed(wasm, runs)),
+        times: tokio.block_on(bare(wasm, true, true, true, runs)),
     });
     rows.push(Row {
         name: "the node's CGI executor".into(),
@@ -174,7 +174,9 @@ fn wasi() -> (WasiP1Ctx, MemoryOutputPipe) {
     (WasiCtxBuilder::new().stdout(out.clone()).args(&["hello"]).build_p1(), out)
 }
 
-async fn bare(wasm: &[u8], pooling: bool, cow: bool, runs: usize) -> Result<Vec<f64>, String> {
+/// `runs` fresh instances of the hello: each timed from its `Store` to its
+/// drop, or (`prewarmed`) from the call on, the instance made beforehand.
+async fn bare(wasm: &[u8], pooling: bool, cow: bool, prewarmed: bool, runs: usize) -> Result<Vec<f64>, String> {
     let engine = engine(pooling, cow);
     let module = Module::new(&engine, wasm).map_err(|e| e.to_string())?;
     let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
@@ -182,32 +184,14 @@ async fn bare(wasm: &[u8], pooling: bool, cow: bool, runs: usize) -> Result<Vec<
     let pre = linker.instantiate_pre(&module).map_err(|e| e.to_string())?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let (ctx, out) = wasi();
         let mut store = Store::new(&engine, ctx);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| e.to_string())?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|e| e.to_string())?;
-        start.call_async(&mut store, ()).await.map_err(|e| e.to_string())?;
-        drop(store);
-        times.push(started.elapsed().as_secs_f64() * 1e3);
-        check(&out.contents())?;
-    }
-    Ok(times)
-}
-
-async fn prewarmed(wasm: &[u8], runs: usize) -> Result<Vec<f64>, String> {
-    let engine = engine(true, true);
-    let module = Module::new(&engine, wasm).map_err(|e| e.to_string())?;
-    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx| ctx).map_err(|e| e.to_string())?;
-    let pre = linker.instantiate_pre(&module).map_err(|e| e.to_string())?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let (ctx, out) = wasi();
-        let mut store = Store::new(&engine, ctx);
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| e.to_string())?;
-        let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|e| e.to_string())?;
-        let started = Instant::now();
+        if prewarmed {
+            started = Instant::now();
+        }
         start.call_async(&mut store, ()).await.map_err(|e| e.to_string())?;
         drop(store);
         times.push(started.elapsed().as_secs_f64() * 1e3);
