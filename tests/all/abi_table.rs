@@ -108,6 +108,10 @@ fn host_registrations() -> Imports {
         for mac in ["plain!(", "reentrant!(", "waiting!("] {
             for (start, _) in code.match_indices(mac) {
                 let call = &code[start + mac.len()..];
+                // A use inside a macro's own definition (`$linker`) registers nothing.
+                if call.trim_start().starts_with('$') {
+                    continue;
+                }
                 let at = format!("src/abi/terrafirma/{file_name}: {mac}");
                 let call = &call[call.find("hostcall_").unwrap_or_else(|| panic!("{at}: no hostcall named"))..];
                 let (name, rest) = call.split_once('(').unwrap();

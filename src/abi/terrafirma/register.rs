@@ -128,33 +128,6 @@ macro_rules! plain {
     };
 }
 
-/// `reentrant!(linker, mode, hostcall_x(a: i32))` registers the `async`
-/// function `hostcall_x`, which may call the guest's allocator, for `mode`.
-macro_rules! reentrant {
-    ($linker:expr, $mode:expr, $name:ident($($arg:ident: $ty:ty),*)) => {
-        match $mode {
-            $crate::sandbox::CallMode::Fiber => $linker.func_wrap_async(
-                $crate::abi::terrafirma::MODULE,
-                stringify!($name),
-                |mut caller: ::wasmtime::Caller<'_, T>, ($($arg,)*): ($($ty,)*)| {
-                    Box::new(async move {
-                        let result = $name(&mut caller, $($arg),*).await;
-                        $crate::abi::terrafirma::register::finish(&caller, stringify!($name), result)
-                    })
-                },
-            )?,
-            $crate::sandbox::CallMode::Direct => $linker.func_wrap(
-                $crate::abi::terrafirma::MODULE,
-                stringify!($name),
-                |mut caller: ::wasmtime::Caller<'_, T>, $($arg: $ty),*| {
-                    let result = $crate::abi::terrafirma::register::finish_now($name(&mut caller, $($arg),*));
-                    $crate::abi::terrafirma::register::finish(&caller, stringify!($name), result)
-                },
-            )?,
-        }
-    };
-}
-
 /// `waiting!(linker, hostcall_x(a: i32))` registers the `async` function
 /// `hostcall_x`, which waits on the network, for guests on fibers.
 macro_rules! waiting {
@@ -169,5 +142,24 @@ macro_rules! waiting {
                 })
             },
         )?
+    };
+}
+
+/// `reentrant!(linker, mode, hostcall_x(a: i32))` registers the `async`
+/// function `hostcall_x`, which may call the guest's allocator, for `mode`.
+macro_rules! reentrant {
+    ($linker:expr, $mode:expr, $name:ident($($arg:ident: $ty:ty),*)) => {
+        match $mode {
+            // On a fiber, as a hostcall that waits is.
+            $crate::sandbox::CallMode::Fiber => waiting!($linker, $name($($arg: $ty),*)),
+            $crate::sandbox::CallMode::Direct => $linker.func_wrap(
+                $crate::abi::terrafirma::MODULE,
+                stringify!($name),
+                |mut caller: ::wasmtime::Caller<'_, T>, $($arg: $ty),*| {
+                    let result = $crate::abi::terrafirma::register::finish_now($name(&mut caller, $($arg),*));
+                    $crate::abi::terrafirma::register::finish(&caller, stringify!($name), result)
+                },
+            )?,
+        }
     };
 }
