@@ -56,6 +56,16 @@ pub fn read_slices<T: TerrafirmaView>(caller: &Caller<'_, T>, ptr: i32, count: i
         .collect()
 }
 
+/// A header as a guest passes it to a setter: its name, and its values as
+/// an array of `GuestSlice`.
+pub fn read_header<T: TerrafirmaView>(
+    caller: &Caller<'_, T>,
+    (name_ptr, name_len): (i32, i32),
+    (values_ptr, values_count): (i32, i32),
+) -> Result<(Vec<u8>, Vec<Vec<u8>>), GuestTrap> {
+    Ok((read(caller, name_ptr, name_len)?, read_slices(caller, values_ptr, values_count)?))
+}
+
 /// Reads an array of `count` little-endian `i32`s.
 pub fn read_i32s<T: TerrafirmaView>(caller: &Caller<'_, T>, ptr: i32, count: i32) -> Result<Vec<i32>, GuestTrap> {
     let len = count.checked_mul(4).ok_or(GuestTrap::OutOfBounds { ptr: ptr as u32, len: u32::MAX })?;

@@ -17,7 +17,7 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, timeout_at};
 use wasmtime::{Caller, Linker};
 
-use super::memory::{hand_out, hand_out_list, memory, read, read_i32s, read_slices, slice, write_i32};
+use super::memory::{hand_out, hand_out_list, memory, read, read_header, read_i32s, slice, write_i32};
 use super::{GuestTrap, Handle, HostcallError, HostcallResult, HostcallStatus, KV_NOT_SAVED, TerrafirmaView, headers};
 use crate::messages::GuestResponse;
 use crate::outbound::{ByteBudget, MAX_OUTBOUND_REQUESTS, MAX_URL_BYTES, OutboundError, RECEIVED_BODIES_FACTOR, SiteNet, UrlError};
@@ -213,8 +213,7 @@ fn hostcall_req_set_header<T: TerrafirmaView>(
     values_ptr: i32,
     values_count: i32,
 ) -> HostcallResult<HostcallStatus> {
-    let name = read(caller, name_ptr, name_len)?;
-    let values = read_slices(caller, values_ptr, values_count)?;
+    let (name, values) = read_header(caller, (name_ptr, name_len), (values_ptr, values_count))?;
     let request = outbound(caller).requests.get_mut(req).ok_or(HostcallError::Invalid)?;
     Ok(headers::set(request.headers_mut(), &name, values))
 }

@@ -6,7 +6,7 @@ use wasmtime::Caller;
 
 use super::memory::{hand_out, hand_out_list, read};
 use super::{GuestTrap, HostcallResult, TerrafirmaView, headers};
-use crate::messages::GuestRequest;
+use crate::messages::{CLIENT_IP_HEADERS, GuestRequest};
 use crate::sandbox::CallMode;
 
 fn incoming<'a, T: TerrafirmaView>(caller: &'a Caller<'_, T>, handle: i32) -> HostcallResult<&'a GuestRequest> {
@@ -35,7 +35,7 @@ async fn hostcall_req_get_headers<T: TerrafirmaView>(
     req: i32,
 ) -> HostcallResult<()> {
     let request = incoming(caller, req)?;
-    let node_set = request.client_ip_headers().map(|(name, _)| Bytes::from_static(name.as_str().as_bytes()));
+    let node_set = CLIENT_IP_HEADERS.iter().map(|name| Bytes::from_static(name.as_str().as_bytes()));
     let names: Vec<Bytes> = headers::names(&request.headers).chain(node_set).collect();
     hand_out_list(caller, names_p, count_p, &names).await
 }
@@ -50,11 +50,8 @@ async fn hostcall_req_get_header<T: TerrafirmaView>(
 ) -> HostcallResult<()> {
     let name = read(caller, name_ptr, name_len)?;
     let request = incoming(caller, req)?;
-    let node_set = request.client_ip_headers().find(|(node, _)| node.as_str().as_bytes().eq_ignore_ascii_case(&name));
-    let values = match node_set {
-        Some((_, value)) => vec![Bytes::copy_from_slice(value.as_bytes())],
-        None => headers::values(&request.headers, &name),
-    };
+    let node_set = CLIENT_IP_HEADERS.iter().any(|node| node.as_str().as_bytes().eq_ignore_ascii_case(&name));
+    let values = if node_set { vec![Bytes::from(request.client_ip.to_string())] } else { headers::values(&request.headers, &name) };
     hand_out_list(caller, values_p, count_p, &values).await
 }
 

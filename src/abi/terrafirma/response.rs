@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use wasmtime::{Caller, Linker};
 
-use super::memory::{read, read_slices};
+use super::memory::{read, read_header};
 use super::{GuestTrap, HostcallError, HostcallResult, HostcallStatus, TerrafirmaView, headers};
 
 fn hostcall_resp_set_response_code<T: TerrafirmaView>(caller: &mut Caller<'_, T>, resp: i32, code: i32) -> HostcallResult<HostcallStatus> {
@@ -24,8 +24,7 @@ fn hostcall_resp_set_header<T: TerrafirmaView>(
     values_ptr: i32,
     values_count: i32,
 ) -> HostcallResult<HostcallStatus> {
-    let name = read(caller, name_ptr, name_len)?;
-    let values = read_slices(caller, values_ptr, values_count)?;
+    let (name, values) = read_header(caller, (name_ptr, name_len), (values_ptr, values_count))?;
     if resp != 0 {
         return Err(HostcallError::Invalid);
     }
