@@ -6,8 +6,12 @@
 //! CPU per process start on this project's machine (`perf stat`, RESULTS.md),
 //! a third of what `terrafirma run` of a cached hello world costs. The node
 //! runs for long and does not care; `run` is judged on start-up. The library,
-//! tests and benches are built as usual.
+//! tests and benches are built as usual. A static build (`crt-static`) is
+//! left as rustc makes it.
 fn main() {
-    println!("cargo:rustc-link-arg-bins=-no-pie");
+    let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    if !features.split(',').any(|feature| feature == "crt-static") {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
     println!("cargo:rerun-if-changed=build.rs");
 }

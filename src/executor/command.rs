@@ -16,7 +16,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, Linker, Module, Store};
@@ -53,11 +52,19 @@ pub enum CommandError {
 pub fn run(path: &Path, cache: &Path, options: &CommandOptions<'_>) -> anyhow::Result<i32> {
     // No copy-on-write image: making one (a memfd and a copy of the data
     // segments) costs a single run more than initialising memory in place
-    // (0.1 ms for a C hello). Time but no I/O driver: stdio is written
-    // straight through and nothing is granted that needs the reactor
-    // (0.2 ms less).
-    let engine = Engine::new(Config::new().memory_init_cow(false))?;
+    // (0.1 ms for a C hello). No compiler unless the cache misses: building
+    // Cranelift's settings probes the CPU with `cpuid`, which a virtual
+    // machine traps (6 us each here, 0.09 ms for the probe).
+    let mut config = Config::new();
+    config.memory_init_cow(false).enable_compiler(false);
+    // SAFETY: `cached_cpu_feature` answers from the features the C library
+    // found usable at start (or, for a name it does not map, from std's own
+    // probe), so an artifact is accepted only where its code can run.
+    unsafe { config.detect_host_feature(cached_cpu_feature) };
+    let engine = Engine::new(&config)?;
     let code = cached_or_compiled(&engine, path, cache)?;
+    // Time but no I/O driver: stdio is written straight through and nothing
+    // is granted that needs the reactor (0.2 ms less).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     runtime.block_on(async {
         match code {
@@ -75,7 +82,7 @@ enum Compiled {
 /// The cached artifact of `path`, or `path` compiled and cached.
 fn cached_or_compiled(engine: &Engine, path: &Path, cache: &Path) -> anyhow::Result<Compiled> {
     let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let key = identity(path, &meta);
+    let key = identity(&meta);
     let (module_file, component_file) = (cache.join(format!("{key}.module.cwasm")), cache.join(format!("{key}.component.cwasm")));
     // SAFETY: files in this cache are written only by `compile` below, with
     // this engine configuration, through an atomic rename; `deserialize_file`
@@ -93,17 +100,12 @@ fn cached_or_compiled(engine: &Engine, path: &Path, cache: &Path) -> anyhow::Res
     compile(engine, path, &module_file, &component_file, cache)
 }
 
-/// A short digest of what identifies the file's contents without reading
-/// them: a changed file gets a new modification time (or size, or inode).
-fn identity(path: &Path, meta: &std::fs::Metadata) -> String {
+/// What identifies the file's contents without reading them: a changed
+/// file gets a new modification time (or size, or inode). Written out, not
+/// hashed: a hash costs a CPU probe and buys nothing here.
+fn identity(meta: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
-    let mut hash = Sha256::new();
-    hash.update(ENGINE_TAG);
-    hash.update(path.as_os_str().as_encoded_bytes());
-    for n in [meta.dev(), meta.ino(), meta.size(), meta.mtime() as u64, meta.mtime_nsec() as u64] {
-        hash.update(n.to_le_bytes());
-    }
-    hex::encode(&hash.finalize()[..16])
+    format!("{ENGINE_TAG}-{:x}-{:x}-{:x}-{}.{:09}", meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec())
 }
 
 fn compile(engine: &Engine, path: &Path, module_file: &Path, component_file: &Path, cache: &Path) -> anyhow::Result<Compiled> {
@@ -115,17 +117,120 @@ fn compile(engine: &Engine, path: &Path, module_file: &Path, component_file: &Pa
     } else {
         anyhow::bail!("not WebAssembly: missing the `\\0asm` magic header");
     };
+    // The same settings as `engine`, with Cranelift for this host.
+    let compiler = Engine::new(Config::new().memory_init_cow(false))?;
     let tmp = cache.join("tmp");
     if wasmparser::Parser::is_component(&bytes) {
-        let artifact = engine.precompile_component(&bytes)?;
+        let artifact = compiler.precompile_component(&bytes)?;
         crate::artifact::write_atomic(&tmp, component_file, &artifact)?;
-        // SAFETY: just written by this engine.
+        // SAFETY: just written, for this host, with `engine`'s settings.
         Ok(Compiled::Component(unsafe { Component::deserialize_file(engine, component_file)? }))
     } else {
-        let artifact = engine.precompile_module(&bytes)?;
+        let artifact = compiler.precompile_module(&bytes)?;
         crate::artifact::write_atomic(&tmp, module_file, &artifact)?;
-        // SAFETY: just written by this engine.
+        // SAFETY: as above.
         Ok(Compiled::Module(unsafe { Module::deserialize_file(engine, module_file)? }))
+    }
+}
+
+/// Whether the CPU feature wasmtime names (std's names) can be used, from
+/// what the C library recorded when the process started, so that no `cpuid`
+/// runs again. Where glibc does not say yes, std's own probe decides.
+fn cached_cpu_feature(feature: &str) -> Option<bool> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    if glibc_cpu::active(feature) == Some(true) {
+        return Some(true);
+    }
+    std_cpu_feature(feature)
+}
+
+/// std's probe, for the features Cranelift can compile for on x86-64.
+fn std_cpu_feature(feature: &str) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::is_x86_feature_detected as has;
+        Some(match feature {
+            "cmpxchg16b" => has!("cmpxchg16b"),
+            "sse3" => has!("sse3"),
+            "ssse3" => has!("ssse3"),
+            "sse4.1" => has!("sse4.1"),
+            "sse4.2" => has!("sse4.2"),
+            "popcnt" => has!("popcnt"),
+            "avx" => has!("avx"),
+            "avx2" => has!("avx2"),
+            "fma" => has!("fma"),
+            "avxvnni" => has!("avxvnni"),
+            "bmi1" => has!("bmi1"),
+            "bmi2" => has!("bmi2"),
+            "lzcnt" => has!("lzcnt"),
+            "avx512bitalg" => has!("avx512bitalg"),
+            "avx512dq" => has!("avx512dq"),
+            "avx512f" => has!("avx512f"),
+            "avx512vl" => has!("avx512vl"),
+            "avx512vbmi" => has!("avx512vbmi"),
+            "avx512vnni" => has!("avx512vnni"),
+            _ => return None,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        None
+    }
+}
+
+/// The C library's record of the CPU (`<sys/platform/x86.h>`, glibc 2.33 and
+/// later): per CPUID leaf, the registers as read and the bits it found
+/// usable (an AVX feature only where the kernel saves its state).
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+mod glibc_cpu {
+    #[repr(C)]
+    struct CpuidFeature {
+        cpuid: [u32; 4],
+        active: [u32; 4],
+    }
+
+    unsafe extern "C" {
+        fn __x86_get_cpuid_feature_leaf(leaf: u32) -> *const CpuidFeature;
+    }
+
+    // glibc's leaf indices and register order (eax, ebx, ecx, edx).
+    const LEAF_1: u32 = 0;
+    const LEAF_7: u32 = 1;
+    const LEAF_80000001: u32 = 2;
+    const LEAF_7_ECX_1: u32 = 6;
+    const EAX: usize = 0;
+    const EBX: usize = 1;
+    const ECX: usize = 2;
+
+    /// Whether glibc marked `feature` usable; `None` for a name not mapped.
+    pub fn active(feature: &str) -> Option<bool> {
+        let (leaf, register, bit) = match feature {
+            "sse3" => (LEAF_1, ECX, 0),
+            "ssse3" => (LEAF_1, ECX, 9),
+            "fma" => (LEAF_1, ECX, 12),
+            "cmpxchg16b" => (LEAF_1, ECX, 13),
+            "sse4.1" => (LEAF_1, ECX, 19),
+            "sse4.2" => (LEAF_1, ECX, 20),
+            "popcnt" => (LEAF_1, ECX, 23),
+            "avx" => (LEAF_1, ECX, 28),
+            "bmi1" => (LEAF_7, EBX, 3),
+            "avx2" => (LEAF_7, EBX, 5),
+            "bmi2" => (LEAF_7, EBX, 8),
+            "avx512f" => (LEAF_7, EBX, 16),
+            "avx512dq" => (LEAF_7, EBX, 17),
+            "avx512vl" => (LEAF_7, EBX, 31),
+            "avx512vbmi" => (LEAF_7, ECX, 1),
+            "avx512vnni" => (LEAF_7, ECX, 11),
+            "avx512bitalg" => (LEAF_7, ECX, 12),
+            "lzcnt" => (LEAF_80000001, ECX, 5),
+            "avxvnni" => (LEAF_7_ECX_1, EAX, 4),
+            _ => return None,
+        };
+        // SAFETY: glibc returns a pointer to its static record, valid for
+        // the process's life (a zeroed one for a leaf it does not know).
+        let record = unsafe { &*__x86_get_cpuid_feature_leaf(leaf) };
+        Some(record.active[register] & (1 << bit) != 0)
     }
 }
 
@@ -277,4 +382,40 @@ pub fn cache_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
         .unwrap_or_else(std::env::temp_dir)
         .join("terrafirma")
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every feature the C library's record maps reads as std's own probe
+    /// does, on the machine running the tests: a wrong leaf, register or bit
+    /// shows as a disagreement on some feature this CPU has or lacks.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_c_librarys_cpu_record_agrees_with_std() {
+        let features = [
+            "cmpxchg16b",
+            "sse3",
+            "ssse3",
+            "sse4.1",
+            "sse4.2",
+            "popcnt",
+            "avx",
+            "avx2",
+            "fma",
+            "avxvnni",
+            "bmi1",
+            "bmi2",
+            "lzcnt",
+            "avx512bitalg",
+            "avx512dq",
+            "avx512f",
+            "avx512vl",
+            "avx512vbmi",
+            "avx512vnni",
+        ];
+        for feature in features {
+            assert_eq!(super::glibc_cpu::active(feature), super::std_cpu_feature(feature), "{feature}");
+        }
+        assert_eq!(super::glibc_cpu::active("not-a-feature"), None);
+    }
 }
