@@ -54,7 +54,7 @@ fn handler(runtime: &Arc<Runtime>, wat: &str, name: &str, prewarm: u32, kv: Opti
 fn bench_requests(group: &mut BenchmarkGroup<'_, WallTime>, tokio: &tokio::runtime::Runtime, id: &str, handler: &Handler) {
     group.bench_function(id, |b| {
         b.to_async(tokio).iter(|| async {
-            let Answer::Full(response) = handler.handle(request(), RequestBody::Full(Bytes::new())).await.unwrap() else {
+            let Answer::Full(response) = handler.handle(request(), RequestBody::Full(Bytes::new())).await.answer.unwrap() else {
                 panic!("hello answers with a whole body")
             };
             assert_eq!(response.body.len(), 13);

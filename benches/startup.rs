@@ -211,7 +211,7 @@ async fn executor(wasm: &[u8], runs: usize) -> Result<Vec<f64>, String> {
     for _ in 0..runs {
         let request = GuestRequest::new(Method::GET, "/hello".parse().unwrap(), HeaderMap::new(), Bytes::new(), [127, 0, 0, 1].into(), 6);
         let started = Instant::now();
-        let answer = handler.handle(request, RequestBody::Full(Bytes::new())).await.map_err(|fault| fault.to_string())?;
+        let answer = handler.handle(request, RequestBody::Full(Bytes::new())).await.answer.map_err(|fault| fault.to_string())?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
         let Answer::Full(response) = answer else { return Err("a CGI guest answers whole".into()) };
         check(&response.body)?;

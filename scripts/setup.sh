@@ -109,7 +109,19 @@ if [ ! -f "$(clang --target=$wasm_target --sysroot=/usr -print-libgcc-file-name)
 fi
 say "ok: clang $clang_major, wasm-ld, wasi-libc ($wasm_target)"
 
-# 5. With --bench: matplotlib for scripts/plot.py, for the python3 on PATH
+# 5. The Prometheus project's own text-format parser (its Python client),
+#    which the tests use to read GET /metrics as a Prometheus server would.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    apt_install python3-prometheus-client
+  else
+    say "python3 -m pip install prometheus-client"
+    python3 -m pip install --quiet prometheus-client
+  fi
+fi
+say "ok: prometheus_client for python3"
+
+# 6. With --bench: matplotlib for scripts/plot.py, for the python3 on PATH
 #    (Debian's package where that is the system's, else from PyPI).
 if $bench && ! python3 -c 'import matplotlib' 2>/dev/null; then
   if [ "$(command -v python3)" = /usr/bin/python3 ]; then

@@ -80,6 +80,14 @@ pub struct Limits {
     pub max_response_bytes: u64,
     pub max_upload_bytes: u64,
     pub outbound_hosts: Vec<String>,
+    /// Requests of one site in flight at once; more wait briefly, then 503.
+    pub max_concurrency: u32,
+    /// Whether guest responses carry `x-terrafirma-fuel` and `x-terrafirma-time-us`.
+    pub cost_headers: bool,
+    /// Modules one site may have deployed.
+    pub max_modules: u64,
+    /// Bytes of wasm one site may have stored, all its modules together.
+    pub max_module_bytes: u64,
 }
 
 impl Default for Limits {
@@ -92,6 +100,10 @@ impl Default for Limits {
             max_response_bytes: 8 << 20,
             max_upload_bytes: 64 << 20,
             outbound_hosts: Vec::new(),
+            max_concurrency: 64,
+            cost_headers: true,
+            max_modules: 100,
+            max_module_bytes: 256 << 20,
         }
     }
 }
@@ -139,6 +151,10 @@ struct LimitsFile {
     max_response_bytes: Option<u64>,
     max_upload_bytes: Option<u64>,
     outbound_hosts: Option<Vec<String>>,
+    max_concurrency: Option<u32>,
+    cost_headers: Option<bool>,
+    max_modules: Option<u64>,
+    max_module_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +175,10 @@ impl LimitsFile {
             max_response_bytes: self.max_response_bytes.unwrap_or(base.max_response_bytes),
             max_upload_bytes: self.max_upload_bytes.unwrap_or(base.max_upload_bytes),
             outbound_hosts: self.outbound_hosts.clone().unwrap_or_else(|| base.outbound_hosts.clone()),
+            max_concurrency: self.max_concurrency.unwrap_or(base.max_concurrency),
+            cost_headers: self.cost_headers.unwrap_or(base.cost_headers),
+            max_modules: self.max_modules.unwrap_or(base.max_modules),
+            max_module_bytes: self.max_module_bytes.unwrap_or(base.max_module_bytes),
         }
     }
 }
@@ -273,6 +293,9 @@ impl Config {
             }
             if limits.memory_mb == 0 || limits.memory_mb > 4096 {
                 return bad(format!("{site}: memory_mb must be between 1 and 4096"));
+            }
+            if limits.max_concurrency == 0 {
+                return bad(format!("{site}: max_concurrency must be positive"));
             }
             if let Err(e) = crate::outbound::AllowList::parse(&limits.outbound_hosts) {
                 return bad(format!("{site}: {e}"));

@@ -9,11 +9,13 @@
 
 mod abi;
 mod admin;
+mod admission;
 pub mod config;
 pub mod engine;
 pub mod executor;
 pub mod kv;
 pub mod messages;
+mod metrics;
 mod modules;
 mod names;
 pub mod node;

@@ -34,6 +34,8 @@ pub struct GuestRequest {
     /// How many leading bytes of the path name the module (`/hello.wasm`);
     /// 0 when the site's `index` module serves it. CGI's `SCRIPT_NAME`.
     pub script_len: usize,
+    /// For log lines.
+    pub id: RequestId,
 }
 
 impl GuestRequest {
@@ -49,7 +51,11 @@ impl GuestRequest {
                 headers.remove(name);
             }
         }
-        GuestRequest { method, uri, headers, body, client_ip, script_len }
+        GuestRequest { method, uri, headers, body, client_ip, script_len, id: RequestId::None }
+    }
+
+    pub fn with_id(self, id: RequestId) -> GuestRequest {
+        GuestRequest { id, ..self }
     }
 
     /// The client-address headers as the node sets them, for executors to
@@ -89,6 +95,83 @@ pub fn drop_framing_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// The response header carrying a request's id.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-chosen request id kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A request's id: the client's `x-request-id` when it is well formed (1 to
+/// 128 characters of letters, digits and `-_.:/+=@`), else one the node
+/// makes: a per-process random prefix and a counter, unique for the node's
+/// life, written out only when a log line or the response needs it.
+#[derive(Debug, Clone, Default)]
+pub enum RequestId {
+    /// Outside a request (a prewarmed instance), shown as `-`.
+    #[default]
+    None,
+    Client(HeaderValue),
+    Node(u64),
+}
+
+impl RequestId {
+    /// The id of a request with `headers`.
+    pub fn assign(headers: &HeaderMap) -> RequestId {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        match headers.get(&REQUEST_ID) {
+            Some(value) if well_formed_request_id(value.as_bytes()) => RequestId::Client(value.clone()),
+            _ => RequestId::Node(COUNTER.fetch_add(1, Ordering::Relaxed)),
+        }
+    }
+
+    /// The id as a header value.
+    pub fn header_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Client(value) => value.clone(),
+            _ => {
+                let mut text = bytes::BytesMut::with_capacity(24);
+                self.write_to(&mut text);
+                HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&text)).expect("hex digits and `-` are a valid header value")
+            }
+        }
+    }
+
+    /// Appends the id's text, without the formatting machinery (this is on
+    /// every response).
+    pub fn write_to(&self, out: &mut bytes::BytesMut) {
+        use std::sync::OnceLock;
+        static PREFIX: OnceLock<u32> = OnceLock::new();
+        fn hex(out: &mut bytes::BytesMut, n: u64, digits: u32) {
+            for shift in (0..digits).rev() {
+                out.extend_from_slice(&[b"0123456789abcdef"[(n >> (shift * 4)) as usize & 15]]);
+            }
+        }
+        match self {
+            RequestId::None => out.extend_from_slice(b"-"),
+            RequestId::Client(value) => out.extend_from_slice(value.as_bytes()),
+            RequestId::Node(n) => {
+                hex(out, u64::from(*PREFIX.get_or_init(rand::random)), 8);
+                out.extend_from_slice(b"-");
+                hex(out, *n, 12);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = bytes::BytesMut::new();
+        self.write_to(&mut text);
+        // Well formed ids are ASCII.
+        f.write_str(std::str::from_utf8(&text).unwrap_or("?"))
+    }
+}
+
+fn well_formed_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len()) && id.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +192,21 @@ mod tests {
         let set: Vec<_> = request.client_ip_headers().collect();
         assert_eq!(set.len(), CLIENT_IP_HEADERS.len());
         assert!(set.iter().all(|(_, value)| value == "10.1.2.3"), "{set:?}");
+    }
+    #[test]
+    fn request_ids_from_clients_are_kept_only_when_well_formed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(&REQUEST_ID, HeaderValue::from_static("abc-123_x.y:z"));
+        assert_eq!(RequestId::assign(&headers).to_string(), "abc-123_x.y:z");
+        for bad in ["", "has space", "semi;colon", &"x".repeat(129)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(&REQUEST_ID, HeaderValue::from_str(bad).unwrap());
+            let id = RequestId::assign(&headers);
+            assert!(matches!(id, RequestId::Node(_)), "{bad:?} kept");
+            assert_eq!(id.header_value(), id.to_string().as_str());
+        }
+        let (a, b) = (RequestId::assign(&HeaderMap::new()), RequestId::assign(&HeaderMap::new()));
+        assert_ne!(a.to_string(), b.to_string());
+        assert_eq!(RequestId::None.to_string(), "-");
     }
 }

@@ -54,7 +54,7 @@ impl Node {
         }
 
         let (stop, stopped) = watch::channel(false);
-        let sites = Arc::new(SiteServer { config: config.clone(), store: store.clone() });
+        let sites = Arc::new(SiteServer::new(config.clone(), store.clone()));
         let admin = Arc::new(AdminServer { config: config.clone(), store: store.clone() });
         let servers = vec![
             tokio::spawn(serve(

@@ -108,12 +108,26 @@ pub struct Sandbox {
     mode: CallMode,
     /// Epoch ticks seen since the store was armed.
     ticks: u32,
+    /// When the store was last armed, and with how much fuel.
+    armed_at: Instant,
+    tank: u64,
+}
+
+/// What a request cost in its sandbox: fuel burnt and wall-clock time since
+/// its store was armed for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    pub fuel: u64,
+    pub time: Duration,
+    /// Of which instantiating the guest (zero for a prewarmed instance).
+    pub instantiate: Duration,
 }
 
 impl Sandbox {
     /// Limits not yet applied (`arm` applies them), for a guest called in `mode`.
     pub fn new(mode: CallMode) -> Sandbox {
-        Sandbox { memory_cap: MemoryCap { cap: 0, denied: false }, deadline: Instant::now(), mode, ticks: 0 }
+        let now = Instant::now();
+        Sandbox { memory_cap: MemoryCap { cap: 0, denied: false }, deadline: now, mode, ticks: 0, armed_at: now, tank: 0 }
     }
 
     /// When the request's wall-clock limit ends it.
@@ -177,9 +191,19 @@ pub fn new_store<T: Sandboxed>(engine: &Engine, data: T, limits: &SandboxLimits)
 /// Gives the store a full tank of fuel and a deadline starting now.
 pub fn arm<T: Sandboxed>(store: &mut Store<T>, limits: &SandboxLimits) {
     let sandbox = store.data_mut().sandbox();
-    sandbox.deadline = Instant::now() + limits.timeout;
+    let now = Instant::now();
+    sandbox.deadline = now + limits.timeout;
+    sandbox.armed_at = now;
+    sandbox.tank = limits.fuel;
     sandbox.ticks = 0;
     sandbox.memory_cap.cap = limits.memory_bytes;
     store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
     store.set_epoch_deadline(1);
+}
+
+/// What the store's guest has cost since the store was last armed.
+pub fn cost<T: Sandboxed>(store: &mut Store<T>) -> Cost {
+    let left = store.get_fuel().unwrap_or(0);
+    let sandbox = store.data_mut().sandbox();
+    Cost { fuel: sandbox.tank.saturating_sub(left), time: sandbox.armed_at.elapsed(), instantiate: Duration::ZERO }
 }

@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::modules::{Deployed, ModuleStore};
+use crate::modules::{DeployError, Deployed, ModuleStore, Quantiles};
 use crate::server::{BodyError, read_body};
 
 pub struct AdminServer {
@@ -65,6 +65,13 @@ impl AdminServer {
             Ok(caller) => caller,
             Err((status, reason)) => return error(status, reason),
         };
+        if path == "/metrics" {
+            return match (&caller, request.method()) {
+                (Caller::Site(_), _) => error(StatusCode::FORBIDDEN, "the metrics cover every site: they need the operator's token"),
+                (Caller::Operator, &Method::GET) => self.metrics(),
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            };
+        }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (site, name) = match segments.as_slice() {
             ["v1", "sites", site, "modules"] => (*site, None),
@@ -101,7 +108,25 @@ impl AdminServer {
         }
     }
 
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let text = self.store.metrics.encode(self.store.pool_slots_in_use());
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+        response
+    }
+
     async fn upload(&self, site: &str, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let response = self.try_upload(site, name, request).await;
+        let result = match response.status() {
+            status if status.is_success() => "ok",
+            status if status.is_client_error() => "refused",
+            _ => "failed",
+        };
+        self.store.metrics.deploy(result);
+        response
+    }
+
+    async fn try_upload(&self, site: &str, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let limit = self.config.limits_for(site).max_upload_bytes;
         let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, &format!("upload over the limit of {limit} bytes"));
         let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -127,6 +152,7 @@ impl AdminServer {
                     }),
                 )
             }
+            Err(e @ DeployError::Quota(_)) => error(StatusCode::FORBIDDEN, &e.to_string()),
             Err(e) if e.is_client_error() => error(StatusCode::BAD_REQUEST, &e.to_string()),
             Err(e) => {
                 tracing::error!(site, module = name, "deploy failed: {e}");
@@ -138,10 +164,13 @@ impl AdminServer {
 
 fn describe(d: &Deployed) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
+    let (latency, fuel) = d.stats.quantiles();
+    let quantiles = |q: Option<Quantiles>| q.map(|q| json!({ "p50": q.p50, "p99": q.p99 }));
     json!({
         "name": d.name, "sha256": d.sha256, "abi": d.abi.as_str(), "bytes": d.bytes,
         "deployed_at": humantime::format_rfc3339_seconds(d.deployed_at).to_string(),
         "requests": d.requests.load(Relaxed), "errors": d.errors.load(Relaxed),
+        "latency_us": quantiles(latency), "fuel": quantiles(fuel),
         "warnings": d.warnings,
     })
 }

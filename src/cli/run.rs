@@ -95,7 +95,7 @@ impl RunCommand {
         let method = Method::from_bytes(self.method.as_bytes())?;
         let body = Bytes::from(self.data.clone().unwrap_or_default());
         let request = GuestRequest::new(method, uri, headers, Bytes::new(), IpAddr::V4(Ipv4Addr::LOCALHOST), script_len);
-        let answer = handler.handle(request, RequestBody::Full(body)).await;
+        let answer = handler.handle(request, RequestBody::Full(body)).await.answer;
         let response = match answer {
             Ok(Answer::Full(response)) => Ok(response),
             Ok(Answer::Streaming(response)) => {

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use tokio::time::timeout_at;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::messages::RequestId;
 use crate::outbound::{ByteBudget, MAX_OUTBOUND_REQUESTS, OutboundError, RECEIVED_BODIES_FACTOR, SiteNet};
 
 type Sent = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
@@ -23,6 +24,7 @@ pub struct OutboundHooks {
     /// What the site may reach; `None` where nothing may be.
     net: Option<SiteNet>,
     label: Arc<str>,
+    request: RequestId,
     deadline: Instant,
     max_request_bytes: usize,
     max_response_bytes: usize,
@@ -31,13 +33,20 @@ pub struct OutboundHooks {
 }
 
 impl OutboundHooks {
-    pub fn new(net: Option<SiteNet>, label: Arc<str>, deadline: Instant, max_request_bytes: usize, max_response_bytes: usize) -> Self {
+    pub fn new(
+        net: Option<SiteNet>,
+        label: Arc<str>,
+        request: RequestId,
+        deadline: Instant,
+        max_request_bytes: usize,
+        max_response_bytes: usize,
+    ) -> Self {
         let budget = Arc::new(ByteBudget::new(max_response_bytes.saturating_mul(RECEIVED_BODIES_FACTOR)));
-        OutboundHooks { net, label, deadline, max_request_bytes, max_response_bytes, budget, sent: 0 }
+        OutboundHooks { net, label, request, deadline, max_request_bytes, max_response_bytes, budget, sent: 0 }
     }
 
     fn refuse(&self, reason: impl std::fmt::Display, error: HttpError) -> Sending {
-        tracing::warn!(target: "guest", module = %self.label, "outgoing request: {reason}");
+        tracing::warn!(target: "guest", module = %self.label, request = %self.request, "outgoing request: {reason}");
         Box::new(async move { Err(error) })
     }
 }
@@ -67,20 +76,21 @@ impl WasiHttpHooks for OutboundHooks {
             Err(error) => return self.refuse(error, HttpError::HttpRequestDenied),
         };
         self.sent += 1;
-        let (label, deadline, budget) = (self.label.clone(), tokio::time::Instant::from_std(self.deadline), self.budget.clone());
+        let (label, id, deadline, budget) =
+            (self.label.clone(), self.request.clone(), tokio::time::Instant::from_std(self.deadline), self.budget.clone());
         let (max_request, max_response) = (self.max_request_bytes, self.max_response_bytes);
         Box::new(async move {
             let (mut parts, body) = request.into_parts();
             parts.uri = uri;
             let Ok(Ok(body)) = timeout_at(deadline, Limited::new(body, max_request).collect()).await else {
-                tracing::warn!(target: "guest", module = %label, "outgoing request: body over {max_request} bytes, or not written in time");
+                tracing::warn!(target: "guest", module = %label, request = %id, "outgoing request: body over {max_request} bytes, or not written in time");
                 return Err(HttpError::HttpRequestBodySize(None));
             };
             let sent = timeout_at(deadline, net.net.send(http::Request::from_parts(parts, body.to_bytes()), max_response, &budget)).await;
             let response = match sent.unwrap_or(Err(OutboundError::Deadline)) {
                 Ok(response) => response,
                 Err(error) => {
-                    tracing::warn!(target: "guest", module = %label, "outgoing request: {error}");
+                    tracing::warn!(target: "guest", module = %label, request = %id, "outgoing request: {error}");
                     return Err(error_code(&error));
                 }
             };

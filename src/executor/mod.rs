@@ -22,7 +22,7 @@ pub use wasi_http::StreamBody;
 use crate::kv::SiteKv;
 use crate::messages::{GuestRequest, GuestResponse};
 use crate::outbound::SiteNet;
-use crate::sandbox::SandboxLimits;
+use crate::sandbox::{Cost, SandboxLimits};
 
 /// The guest interfaces a module can implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,17 +120,35 @@ impl Handler {
         matches!(self, Handler::WasiHttp(_))
     }
 
-    pub async fn handle(&self, request: GuestRequest, body: RequestBody) -> Result<Answer, Fault> {
+    pub async fn handle(&self, request: GuestRequest, body: RequestBody) -> Served {
         let whole = |request: GuestRequest, body: RequestBody| match body {
             RequestBody::Full(bytes) => GuestRequest { body: bytes, ..request },
             RequestBody::Streaming(_) => request,
         };
-        match self {
-            Handler::Terrafirma(handler) => handler.handle(whole(request, body)).await.map(Answer::Full),
-            Handler::WasiCgi(handler) => handler.handle(whole(request, body)).await.map(Answer::Full),
-            Handler::WasiHttp(handler) => handler.handle(request, body).await.map(Answer::Streaming),
-        }
+        let (answer, cost) = match self {
+            Handler::Terrafirma(handler) => {
+                let (answer, cost) = handler.handle(whole(request, body)).await;
+                (answer.map(Answer::Full), cost)
+            }
+            Handler::WasiCgi(handler) => {
+                let (answer, cost) = handler.handle(whole(request, body)).await;
+                (answer.map(Answer::Full), cost)
+            }
+            Handler::WasiHttp(handler) => {
+                let (answer, cost) = handler.handle(request, body).await;
+                (answer.map(Answer::Streaming), cost)
+            }
+        };
+        Served { answer, cost }
     }
+}
+
+/// What a handler gives back for one request: the guest's answer or the
+/// fault that ended it, and what the guest cost where it ran (none when it
+/// never started, or for a wasi:http guest still writing its response).
+pub struct Served {
+    pub answer: Result<Answer, Fault>,
+    pub cost: Option<Cost>,
 }
 
 /// Checks that `name`, if exported, is a function of type `[] -> []`.

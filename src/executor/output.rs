@@ -14,6 +14,8 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use crate::messages::RequestId;
+
 /// What a guest may send to the node's log per request (WASI stdout and
 /// stderr of Terrafirma guests, stderr of CGI guests).
 pub const GUEST_LOG_BYTES: usize = 64 << 10;
@@ -115,14 +117,14 @@ impl AsyncWrite for CappedPipe {
 
 /// Sends what a guest wrote to its log pipe to the node's log, a line at a
 /// time, and says once if the guest wrote more than was kept.
-pub fn log_guest_output(label: &str, log: &CappedPipe) {
+pub fn log_guest_output(label: &str, request: &RequestId, log: &CappedPipe) {
     let output = log.contents();
     for line in String::from_utf8_lossy(&output).lines() {
-        tracing::info!(target: "guest", module = %label, "{line}");
+        tracing::info!(target: "guest", module = %label, request = %request, "{line}");
     }
     let dropped = log.dropped();
     if dropped > 0 {
-        tracing::warn!(target: "guest", module = %label, "guest output over {} bytes: the remaining {dropped} bytes were dropped", log.cap);
+        tracing::warn!(target: "guest", module = %label, request = %request, "guest output over {} bytes: the remaining {dropped} bytes were dropped", log.cap);
     }
 }
 

@@ -4,6 +4,7 @@
 //! directly or on a fiber as the module's imports allow (`CallMode`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use wasmtime::{InstancePre, Module, ModuleExport, Store, TypedFunc};
@@ -13,7 +14,7 @@ use super::state::TerrafirmaState;
 use super::{Fault, FaultKind, HandlerConfig, Runtime, nullary_export};
 use crate::abi::terrafirma::{KV_NOT_SAVED, MALLOC_EXPORTS, MEMORY_EXPORT, Session, SessionLimits, TABLE_EXPORT};
 use crate::messages::{GuestRequest, GuestResponse};
-use crate::sandbox::{CallMode, arm, new_store};
+use crate::sandbox::{CallMode, Cost, arm, cost, new_store};
 
 /// Export lookups resolved once per module.
 #[derive(Clone)]
@@ -63,13 +64,20 @@ impl TerrafirmaHandler {
         Ok((TerrafirmaHandler { instantiator, warm }, warnings))
     }
 
-    pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
-        let ready = match self.warm.as_ref().and_then(|queue| queue.pop()) {
-            Some(ready) => ready,
-            None => self.instantiator.instantiate().await?,
+    /// The guest's answer and, once it ran, what it cost.
+    pub async fn handle(&self, request: GuestRequest) -> (Result<GuestResponse, Fault>, Option<Cost>) {
+        let started = std::time::Instant::now();
+        let (ready, fresh) = match self.warm.as_ref().and_then(|queue| queue.pop()) {
+            Some(ready) => (ready, false),
+            None => match self.instantiator.instantiate().await {
+                Ok(ready) => (ready, true),
+                Err(fault) => return (Err(fault), None),
+            },
         };
+        let instantiate = if fresh { started.elapsed() } else { Duration::ZERO };
         self.refill();
-        self.instantiator.run(ready, request).await
+        let (answer, cost) = self.instantiator.run(ready, request).await;
+        (answer, cost.map(|cost| Cost { instantiate, ..cost }))
     }
 
     /// Tops the warm queue up by one instance, off the request path.
@@ -134,11 +142,12 @@ impl Instantiator {
         Ok(Ready { store, run })
     }
 
-    async fn run(&self, ready: Ready, request: GuestRequest) -> Result<GuestResponse, Fault> {
+    async fn run(&self, ready: Ready, request: GuestRequest) -> (Result<GuestResponse, Fault>, Option<Cost>) {
         let Ready { mut store, run } = ready;
         arm(&mut store, &self.config.limits);
         store.data_mut().session.begin(request);
         let result = self.call(&mut store, run).await;
+        let cost = Some(cost(&mut store));
         let answer = outcome(&store, result).map(|()| store.data_mut().session.take_response());
         // The slot goes back to the pool before the wait for the journal.
         let TerrafirmaState { mut session, log, .. } = store.into_data();
@@ -146,11 +155,13 @@ impl Instantiator {
         // those it read, are durable: not its response, not its log lines.
         let durable = session.flush_kv_batched().await;
         if let Some(log) = &log {
-            log_guest_output(session.label(), log);
+            log_guest_output(session.label(), session.request_id(), log);
         }
-        let response = answer?;
-        durable.map_err(|_| Fault::new(FaultKind::Storage, KV_NOT_SAVED))?;
-        Ok(response)
+        let answer = answer.and_then(|response| match durable {
+            Ok(()) => Ok(response),
+            Err(_) => Err(Fault::new(FaultKind::Storage, KV_NOT_SAVED)),
+        });
+        (answer, cost)
     }
 
     /// Calls `func` in the module's call mode.

@@ -2,6 +2,7 @@
 //! variables and stdin, its stdout parsed as CGI output.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
@@ -14,7 +15,7 @@ use super::output::{CappedPipe, GUEST_LOG_BYTES, log_guest_output};
 use super::state::WasiState;
 use super::{Fault, FaultKind, Runtime, nullary_export};
 use crate::messages::{GuestRequest, GuestResponse};
-use crate::sandbox::{SandboxLimits, new_store};
+use crate::sandbox::{Cost, SandboxLimits, cost, new_store};
 
 /// Room for the CGI header block on top of the response body limit.
 const HEADER_ROOM: usize = 64 << 10;
@@ -39,7 +40,8 @@ impl CgiHandler {
         Ok((CgiHandler { runtime: runtime.clone(), pre, start, label, limits }, warnings))
     }
 
-    pub async fn handle(&self, request: GuestRequest) -> Result<GuestResponse, Fault> {
+    /// The guest's answer and what it cost.
+    pub async fn handle(&self, request: GuestRequest) -> (Result<GuestResponse, Fault>, Option<Cost>) {
         let stdout = CappedPipe::new(self.limits.max_response_bytes + HEADER_ROOM);
         let log = CappedPipe::new(GUEST_LOG_BYTES);
         let program = self.label.rsplit('/').next().unwrap_or_default();
@@ -51,8 +53,11 @@ impl CgiHandler {
             .stderr(log.clone())
             .build_p1();
         let mut store = new_store(&self.runtime.engine, WasiState::new(wasi), &self.limits);
+        let mut instantiate = Duration::ZERO;
         let result = async {
+            let started = std::time::Instant::now();
             let instance = self.pre.instantiate_async(&mut store).await?;
+            instantiate = started.elapsed();
             let start = instance
                 .get_module_export(&mut store, &self.start)
                 .and_then(|e| e.into_func())
@@ -61,14 +66,17 @@ impl CgiHandler {
             start.call_async(&mut store, ()).await
         }
         .await;
-        log_guest_output(&self.label, &log);
-        Fault::from_guest_result(result, store.data().sandbox.memory_denied())?;
-        let limit = self.limits.max_response_bytes;
-        let response = parse_cgi_output(stdout.contents());
-        if stdout.dropped() > 0 || response.body.len() > limit {
-            return Err(Fault::new(FaultKind::ResponseTooLarge, format!("response over the limit of {limit} bytes")));
-        }
-        Ok(response)
+        let cost = Some(Cost { instantiate, ..cost(&mut store) });
+        log_guest_output(&self.label, &request.id, &log);
+        let answer = Fault::from_guest_result(result, store.data().sandbox.memory_denied()).and_then(|()| {
+            let limit = self.limits.max_response_bytes;
+            let response = parse_cgi_output(stdout.contents());
+            if stdout.dropped() > 0 || response.body.len() > limit {
+                return Err(Fault::new(FaultKind::ResponseTooLarge, format!("response over the limit of {limit} bytes")));
+            }
+            Ok(response)
+        });
+        (answer, cost)
     }
 }
 

@@ -11,8 +11,9 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
@@ -28,8 +29,8 @@ use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpCtxView, WasiH
 use super::http_outbound::OutboundHooks;
 use super::output::{CappedPipe, GUEST_LOG_BYTES, log_guest_output};
 use super::{Fault, FaultKind, HandlerConfig, RequestBody, Runtime};
-use crate::messages::{GuestRequest, drop_framing_headers};
-use crate::sandbox::{CallMode, Sandbox, Sandboxed, new_store};
+use crate::messages::{GuestRequest, RequestId, drop_framing_headers};
+use crate::sandbox::{CallMode, Cost, Sandbox, Sandboxed, cost, new_store};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -72,15 +73,35 @@ impl HttpHandler {
         Ok(HttpHandler { runtime: runtime.clone(), pre, config })
     }
 
-    pub async fn handle(&self, request: GuestRequest, body: RequestBody) -> Result<http::Response<StreamBody>, Fault> {
+    /// The guest's response (streaming) and what the guest cost, when it
+    /// has finished by the time the response head leaves.
+    pub async fn handle(&self, request: GuestRequest, body: RequestBody) -> (Result<http::Response<StreamBody>, Fault>, Option<Cost>) {
+        let spent = Arc::new(OnceLock::new());
+        let answer = self.answer(request, body, spent.clone()).await;
+        (answer, spent.get().copied())
+    }
+
+    async fn answer(
+        &self,
+        request: GuestRequest,
+        body: RequestBody,
+        spent: Arc<OnceLock<Cost>>,
+    ) -> Result<http::Response<StreamBody>, Fault> {
         let limits = self.config.limits;
         let label = self.config.label.clone();
+        let id = request.id.clone();
         let log = CappedPipe::new(GUEST_LOG_BYTES);
         let wasi = WasiCtxBuilder::new().stdout(log.clone()).stderr(log.clone()).build();
         // The store is armed with the same deadline a moment later.
         let deadline = std::time::Instant::now() + limits.timeout;
-        let hooks =
-            OutboundHooks::new(self.config.net.clone(), label.clone(), deadline, limits.max_request_bytes, limits.max_response_bytes);
+        let hooks = OutboundHooks::new(
+            self.config.net.clone(),
+            label.clone(),
+            id.clone(),
+            deadline,
+            limits.max_request_bytes,
+            limits.max_response_bytes,
+        );
         let state =
             HttpState { sandbox: Sandbox::new(CallMode::Fiber), table: ResourceTable::new(), wasi, http: WasiHttpCtx::new(), hooks };
         let mut store = new_store(&self.runtime.engine, state, &limits);
@@ -92,13 +113,18 @@ impl HttpHandler {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let outparam = store.data_mut().http().new_response_outparam(sender).map_err(internal)?;
         let pre = self.pre.clone();
+        let guest_id = id.clone();
         let mut guest: Guest = Box::pin(async move {
+            let mut instantiate = Duration::ZERO;
             let result = async {
+                let started = std::time::Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
+                instantiate = started.elapsed();
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, outparam).await
             }
             .await;
-            log_guest_output(&label, &log);
+            let _ = spent.set(Cost { instantiate, ..cost(&mut store) });
+            log_guest_output(&label, &guest_id, &log);
             Fault::from_guest_result(result, store.data_mut().sandbox().memory_denied())
         });
         // Runs the guest until it sets its response (or ends without one).
@@ -121,7 +147,7 @@ impl HttpHandler {
         match set {
             Ok(Ok(response)) => {
                 let running = if ended.is_some() { None } else { Some(guest) };
-                self.stream(response, running, ended).await
+                self.stream(response, running, ended, id).await
             }
             Ok(Err(code)) => Err(Fault::new(FaultKind::Trap, format!("the guest answered with the error {code:?}"))),
             Err(_) => Err(match ended {
@@ -137,6 +163,7 @@ impl HttpHandler {
         response: http::Response<HyperOutgoingBody>,
         guest: Option<Guest>,
         ended: Option<Result<(), Fault>>,
+        id: RequestId,
     ) -> Result<http::Response<StreamBody>, Fault> {
         let limit = self.config.limits.max_response_bytes;
         let declared = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -146,7 +173,7 @@ impl HttpHandler {
         let (mut parts, body) = response.into_parts();
         drop_framing_headers(&mut parts.headers);
         let label = self.config.label.clone();
-        let mut body = GuestBody { inner: body, sent: 0, limit, guest, ended, label, early: VecDeque::new() };
+        let mut body = GuestBody { inner: body, sent: 0, limit, guest, ended, label, id, early: VecDeque::new() };
         // A small answer the guest writes at once goes out whole, with a
         // content-length: chunked, it cost a hello 12 us more CPU (hyper
         // writes the closing chunk on its own).
@@ -225,6 +252,7 @@ struct GuestBody {
     /// How it ended, once it has.
     ended: Option<Result<(), Fault>>,
     label: Arc<str>,
+    id: RequestId,
     /// What `whole` took from `inner` before finding the body would stream.
     early: VecDeque<Result<Frame<Bytes>, String>>,
 }
@@ -285,7 +313,7 @@ impl GuestBody {
     }
 
     fn cut(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        tracing::warn!(module = %self.label, "response cut: {reason}");
+        tracing::warn!(module = %self.label, request = %self.id, "response cut: {reason}");
         self.guest = None;
         Poll::Ready(Some(Err(reason.into())))
     }

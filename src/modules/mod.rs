@@ -8,5 +8,5 @@ pub mod registry;
 pub mod store;
 pub mod watcher;
 
-pub use registry::{Deployed, Registry};
-pub use store::ModuleStore;
+pub use registry::{Deployed, Quantiles, Registry};
+pub use store::{DeployError, ModuleStore};

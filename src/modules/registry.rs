@@ -5,11 +5,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use hdrhistogram::Histogram;
 
+use crate::admission::Gate;
 use crate::executor::{Abi, Handler};
+use crate::metrics::ModuleMetrics;
 
 /// One version of one module, ready to serve.
 pub struct Deployed {
@@ -23,6 +26,10 @@ pub struct Deployed {
     pub handler: Handler,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
+    /// Its site's admission gate, shared by all the site's modules.
+    pub gate: Arc<Gate>,
+    pub metrics: ModuleMetrics,
+    pub stats: ModuleStats,
 }
 
 impl Deployed {
@@ -31,6 +38,46 @@ impl Deployed {
         if error {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A module's latency and fuel per request since it was deployed, for the
+/// admin API's p50 and p99 (`hdrhistogram`, 3 significant digits).
+pub struct ModuleStats(Mutex<StatsInner>);
+
+struct StatsInner {
+    latency_us: Histogram<u64>,
+    fuel: Histogram<u64>,
+}
+
+/// Quantiles of one measure; `None` before the first request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantiles {
+    pub p50: u64,
+    pub p99: u64,
+}
+
+impl Default for ModuleStats {
+    fn default() -> Self {
+        let histogram = || Histogram::new(3).expect("3 significant digits is a valid precision");
+        ModuleStats(Mutex::new(StatsInner { latency_us: histogram(), fuel: histogram() }))
+    }
+}
+
+impl ModuleStats {
+    pub fn record(&self, latency: Duration, fuel: Option<u64>) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.latency_us.saturating_record(latency.as_micros().min(u64::MAX as u128) as u64);
+        if let Some(fuel) = fuel {
+            inner.fuel.saturating_record(fuel);
+        }
+    }
+
+    /// Latency (µs) and fuel quantiles.
+    pub fn quantiles(&self) -> (Option<Quantiles>, Option<Quantiles>) {
+        let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let of = |h: &Histogram<u64>| (!h.is_empty()).then(|| Quantiles { p50: h.value_at_quantile(0.5), p99: h.value_at_quantile(0.99) });
+        (of(&inner.latency_us), of(&inner.fuel))
     }
 }
 

@@ -15,10 +15,12 @@ use std::time::SystemTime;
 
 use super::artifact::{load_or_compile, write_atomic};
 use super::prepare::{PrepareError, prepare};
-use super::registry::{Deployed, Registry};
+use super::registry::{Deployed, ModuleStats, Registry};
+use crate::admission::Gate;
 use crate::config::Config;
 use crate::executor::{Handler, HandlerConfig, Runtime};
 use crate::kv::KvStores;
+use crate::metrics::Metrics;
 use crate::names::{valid_module_name, valid_site_name};
 use crate::outbound::{AllowList, Net, SiteNet};
 use crate::sandbox::SandboxLimits;
@@ -35,6 +37,9 @@ pub enum DeployError {
     Link(String),
     #[error("storage failed: {0}")]
     Storage(String),
+    /// Over the site's `max_modules` or `max_module_bytes`.
+    #[error("{0}")]
+    Quota(String),
     /// The node's configuration for the site is not usable (the config is
     /// validated at start, so this is a node bug, not the upload's fault).
     #[error("the site's configuration is invalid: {0}")]
@@ -76,6 +81,10 @@ pub struct ModuleStore {
     tmp_dir: PathBuf,
     kv: KvStores,
     pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    /// Each site's admission gate (`max_concurrency` permits), made at its
+    /// first deploy and shared by its modules and their later versions.
+    gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
     /// Serialises every change; also guards what the scan last saw of each
     /// file (a deployed stamp, or one that failed and is not retried).
     scan_state: tokio::sync::Mutex<HashMap<(String, String), Stamp>>,
@@ -92,6 +101,8 @@ impl ModuleStore {
             runtime,
             net,
             registry: Registry::default(),
+            metrics: Arc::new(Metrics::new()),
+            gates: std::sync::Mutex::new(HashMap::new()),
             scan_state: tokio::sync::Mutex::new(HashMap::new()),
             config,
         };
@@ -99,6 +110,11 @@ impl ModuleStore {
             std::fs::create_dir_all(dir)?;
         }
         Ok(Arc::new(store))
+    }
+
+    /// Instance slots of the pooling allocator in use now.
+    pub fn pool_slots_in_use(&self) -> u64 {
+        self.runtime.engine.pooling_allocator_metrics().map_or(0, |m| m.core_instances())
     }
 
     pub fn sites_dir(&self) -> &Path {
@@ -114,6 +130,7 @@ impl ModuleStore {
     pub async fn deploy(self: &Arc<Self>, site: &str, name: &str, upload: bytes::Bytes) -> Result<DeployOutcome, DeployError> {
         check_names(site, name)?;
         let mut scan_state = self.scan_state.lock().await;
+        self.check_quota(site, name, upload.len() as u64)?;
         let this = self.clone();
         let (site_owned, name_owned) = (site.to_owned(), name.to_owned());
         let (outcome, stamp) = tokio::task::spawn_blocking(move || {
@@ -154,6 +171,30 @@ impl ModuleStore {
         }
     }
 
+    /// Refuses an upload that would take the site over its number of
+    /// modules or stored bytes (the version it replaces does not count).
+    fn check_quota(&self, site: &str, name: &str, bytes: u64) -> Result<(), DeployError> {
+        let limits = self.config.limits_for(site);
+        let others: Vec<_> = self.registry.list(site).into_iter().filter(|d| d.name != name).collect();
+        if others.len() as u64 >= limits.max_modules {
+            return Err(DeployError::Quota(format!("site {site} already has {} modules, its limit (max_modules)", others.len())));
+        }
+        let stored: u64 = others.iter().map(|d| d.bytes).sum();
+        if stored + bytes > limits.max_module_bytes {
+            return Err(DeployError::Quota(format!(
+                "site {site} stores {stored} bytes of modules; {bytes} more would pass its limit of {} (max_module_bytes)",
+                limits.max_module_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn gate(&self, site: &str) -> Arc<Gate> {
+        let permits = self.config.limits_for(site).max_concurrency as usize;
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates.entry(site.to_owned()).or_insert_with(|| Arc::new(Gate::new(permits))).clone()
+    }
+
     /// Prepares, compiles (or loads the cached artifact) and links a module.
     fn build(&self, site: &str, name: &str, upload: &[u8]) -> Result<(Arc<Deployed>, u64, Vec<u8>), DeployError> {
         let prepared = prepare(upload)?;
@@ -183,6 +224,9 @@ impl ModuleStore {
             handler,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            gate: self.gate(site),
+            metrics: self.metrics.module(site, name),
+            stats: ModuleStats::default(),
         });
         Ok((deployed, compiled.compile_ms, prepared.original))
     }

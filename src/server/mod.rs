@@ -6,18 +6,22 @@ pub mod routing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
 use crate::config::Config;
-use crate::executor::{Answer, Fault, FaultKind, RequestBody, StreamBody};
-use crate::messages::{GuestRequest, GuestResponse, drop_framing_headers};
-use crate::modules::Registry;
+
+use crate::admission::{Gate, Pass};
+use crate::executor::{Answer, Fault, FaultKind, RequestBody, Served, StreamBody};
+use crate::messages::{GuestRequest, GuestResponse, REQUEST_ID, RequestId, drop_framing_headers};
+use crate::modules::{Deployed, Registry};
+use crate::sandbox::Cost;
 
 /// What the sites' server answers with: a whole body (faults, Terrafirma
 /// and CGI guests) or one that streams (wasi:http guests).
@@ -31,93 +35,194 @@ enum Answered {
 /// Response header naming the kind of fault (`docs/errors.md`).
 pub const ERROR_HEADER: &str = "x-terrafirma-error";
 
+/// Response headers saying what the guest cost: fuel burnt, and
+/// microseconds in its sandbox.
+pub static FUEL_HEADER: HeaderName = HeaderName::from_static("x-terrafirma-fuel");
+pub static TIME_HEADER: HeaderName = HeaderName::from_static("x-terrafirma-time-us");
+
+/// How long a request over its site's (or the node's) concurrency limit
+/// waits for a place before it is answered `503` with `Retry-After`.
+pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
+
 pub struct SiteServer {
     pub config: Arc<Config>,
     pub store: Arc<crate::modules::ModuleStore>,
+    /// Requests running a guest, node-wide: one place per instance slot.
+    pub node_gate: Gate,
 }
 
 impl SiteServer {
+    pub fn new(config: Arc<Config>, store: Arc<crate::modules::ModuleStore>) -> SiteServer {
+        let node_gate = Gate::new(config.pool.instances as usize);
+        SiteServer { config, store, node_gate }
+    }
+
     fn registry(&self) -> &Registry {
         &self.store.registry
     }
 
+    /// Answers one request; every answer carries the request's id.
     pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<SiteBody> {
-        self.answer(peer, request).await.map(|body| match body {
+        let (parts, body) = request.into_parts();
+        let id = RequestId::assign(&parts.headers);
+        let (response, shown) = self.answer(peer, parts, body, id.clone()).await;
+        let mut response = response.map(|body| match body {
             Answered::Full(full) => SiteBody::Left(full),
             Answered::Streaming(stream) => SiteBody::Right(stream),
-        })
+        });
+        stamp(response.headers_mut(), &id, shown);
+        response
     }
 
-    async fn answer(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Answered> {
-        let (parts, body) = request.into_parts();
+    /// The response, and the cost to show on it (none where the guest did
+    /// not run or the site turned cost headers off).
+    async fn answer(
+        &self,
+        peer: SocketAddr,
+        parts: http::request::Parts,
+        body: Incoming,
+        id: RequestId,
+    ) -> (Response<Answered>, Option<Cost>) {
+        let started = Instant::now();
         let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
         let Some(route) = routing::resolve(self.registry(), &self.config, host, parts.uri.path()) else {
+            self.store.metrics.unrouted();
             let site = routing::site_for(self.registry(), &self.config, host);
             let name = routing::module_segment(parts.uri.path()).unwrap_or(crate::names::INDEX_MODULE);
-            return fault_response(name, &Fault::new(FaultKind::NotFound, format!("no such module on site {site}"))).map(Answered::Full);
+            let fault = Fault::new(FaultKind::NotFound, format!("no such module on site {site}"));
+            return (fault_response(name, &fault).map(Answered::Full), None);
         };
         let deployed = route.module;
-        let max_body = self.config.limits_for(&deployed.site).max_request_bytes;
-        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let too_large = || {
-            deployed.count(true);
-            let reason = format!("request body over the limit of {max_body} bytes");
-            fault_response(&deployed.name, &Fault::new(FaultKind::BodyTooLarge, reason))
+        let limits = self.config.limits_for(&deployed.site);
+        let outcome = match self.admit(&deployed).await {
+            Ok(_passes) => self.run(&deployed, limits, peer, (parts, body, id), route.script_len).await,
+            Err(crowded) => {
+                self.store.metrics.rejected(&deployed.site);
+                let reason = match crowded {
+                    Crowded::Site => format!("site {} has {} requests in flight, its limit", deployed.site, limits.max_concurrency),
+                    Crowded::Node => "the node is at its limit of requests in flight".to_owned(),
+                };
+                Err((fault(&deployed, Fault::new(FaultKind::Overloaded, reason)), None))
+            }
         };
+        let (response, cost, errored) = match outcome {
+            Ok((response, cost)) => (response, cost, false),
+            Err((response, cost)) => (response, cost, true),
+        };
+        let latency = started.elapsed();
+        deployed.count(errored);
+        deployed.metrics.answered(response.status().as_u16(), latency);
+        deployed.stats.record(latency, cost.map(|c| c.fuel));
+        if let Some(cost) = cost {
+            deployed.metrics.spent(&cost);
+        }
+        (response, cost.filter(|_| limits.cost_headers))
+    }
+
+    /// A place for one of the site's requests, and one of the node's, both
+    /// within `ADMISSION_WAIT`; else which of the two stayed full.
+    async fn admit<'a>(&'a self, deployed: &'a Deployed) -> Result<(Pass<'a>, Pass<'a>), Crowded> {
+        let site = deployed.gate.enter(ADMISSION_WAIT).await.ok_or(Crowded::Site)?;
+        let node = self.node_gate.enter(ADMISSION_WAIT).await.ok_or(Crowded::Node)?;
+        Ok((site, node))
+    }
+
+    /// Reads the request body as the module's executor wants it and runs the
+    /// guest: its response and cost, or the node's error response.
+    async fn run(
+        &self,
+        deployed: &Deployed,
+        limits: &crate::config::Limits,
+        peer: SocketAddr,
+        (parts, body, id): (http::request::Parts, Incoming, RequestId),
+        script_len: usize,
+    ) -> Result<(Response<Answered>, Option<Cost>), (Response<Answered>, Option<Cost>)> {
+        let max_body = limits.max_request_bytes;
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let too_large =
+            || (fault(deployed, Fault::new(FaultKind::BodyTooLarge, format!("request body over the limit of {max_body} bytes"))), None);
         if declared.is_some_and(|len| len > max_body) {
-            return too_large().map(Answered::Full);
+            return Err(too_large());
         }
         let body = if deployed.handler.streams_bodies() {
             RequestBody::Streaming(body)
         } else if body.is_end_stream() {
             RequestBody::Full(Bytes::new())
         } else {
-            let read = match read_body(body, max_body as usize, self.config.http.body_timeout).await {
-                Ok(body) => Ok(body),
-                Err(BodyError::TooLarge) => Err(too_large()),
+            match read_body(body, max_body as usize, self.config.http.body_timeout).await {
+                Ok(body) => RequestBody::Full(body),
+                Err(BodyError::TooLarge) => return Err(too_large()),
                 Err(BodyError::TooSlow) => {
-                    deployed.count(true);
                     let reason = format!("request body not received within {:?}", self.config.http.body_timeout);
-                    Err(fault_response(&deployed.name, &Fault::new(FaultKind::RequestTimeout, reason)))
+                    return Err((fault(deployed, Fault::new(FaultKind::RequestTimeout, reason)), None));
                 }
                 Err(BodyError::Unreadable) => {
-                    deployed.count(true);
-                    Err(plain(StatusCode::BAD_REQUEST, "request body could not be read\n"))
+                    return Err((plain(StatusCode::BAD_REQUEST, "request body could not be read\n").map(Answered::Full), None));
                 }
-            };
-            match read {
-                Ok(body) => RequestBody::Full(body),
-                Err(response) => return response.map(Answered::Full),
             }
         };
-        let request = GuestRequest::new(parts.method, parts.uri, parts.headers, Bytes::new(), peer.ip(), route.script_len);
-        let answer = deployed.handler.handle(request, body).await;
-        let status = match &answer {
-            Ok(Answer::Full(response)) => response.status,
-            Ok(Answer::Streaming(response)) => response.status(),
-            Err(_) => StatusCode::OK,
+        let request = GuestRequest::new(parts.method, parts.uri, parts.headers, Bytes::new(), peer.ip(), script_len).with_id(id.clone());
+        let Served { answer, cost } = deployed.handler.handle(request, body).await;
+        let response = match answer {
+            Ok(Answer::Full(response)) if response.status.is_informational() => {
+                return Err((fault(deployed, informational(response.status)), cost));
+            }
+            Ok(Answer::Streaming(response)) if response.status().is_informational() => {
+                return Err((fault(deployed, informational(response.status())), cost));
+            }
+            Ok(Answer::Full(response)) => guest_response(response).map(Answered::Full),
+            Ok(Answer::Streaming(response)) => response.map(Answered::Streaming),
+            Err(error) => {
+                tracing::debug!(site = %deployed.site, module = %deployed.name, request = %id, "{error}");
+                return Err((fault(deployed, error), cost));
+            }
         };
-        match answer {
-            Ok(_) if status.is_informational() => {
-                deployed.count(true);
-                let reason = format!("guest answered with informational status {}", status.as_u16());
-                fault_response(&deployed.name, &Fault::new(FaultKind::Trap, reason)).map(Answered::Full)
-            }
-            Ok(Answer::Full(response)) => {
-                deployed.count(false);
-                guest_response(response).map(Answered::Full)
-            }
-            Ok(Answer::Streaming(response)) => {
-                deployed.count(false);
-                response.map(Answered::Streaming)
-            }
-            Err(fault) => {
-                deployed.count(true);
-                tracing::debug!(site = %deployed.site, module = %deployed.name, "{fault}");
-                fault_response(&deployed.name, &fault).map(Answered::Full)
-            }
+        Ok((response, cost))
+    }
+}
+
+/// The error response for `fault`, counted in the module's metrics.
+fn fault(deployed: &Deployed, fault: Fault) -> Response<Answered> {
+    deployed.metrics.fault(fault.kind.code());
+    fault_response(&deployed.name, &fault).map(Answered::Full)
+}
+
+/// Which admission gate a request found full.
+enum Crowded {
+    Site,
+    Node,
+}
+
+/// Puts the request id, and the cost if shown, on a response; the values
+/// are written without the formatting machinery (this is every response).
+fn stamp(headers: &mut http::HeaderMap, id: &RequestId, cost: Option<Cost>) {
+    // Room for all three at once: a guest's map grown one header at a time
+    // reallocates.
+    headers.reserve(3);
+    if let Some(cost) = cost {
+        headers.insert(&FUEL_HEADER, decimal(cost.fuel));
+        headers.insert(&TIME_HEADER, decimal(cost.time.as_micros().min(u64::MAX as u128) as u64));
+    }
+    headers.insert(&REQUEST_ID, id.header_value());
+}
+
+fn decimal(mut n: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    // SAFETY: ASCII digits.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(Bytes::copy_from_slice(&digits[at..])) }
+}
+
+fn informational(status: StatusCode) -> Fault {
+    Fault::new(FaultKind::Trap, format!("guest answered with informational status {}", status.as_u16()))
 }
 
 /// Why a request body could not be had.

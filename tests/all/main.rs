@@ -13,6 +13,7 @@ mod examples;
 mod faults;
 mod harness;
 mod kv;
+mod operations;
 mod outbound;
 mod process;
 mod routing;

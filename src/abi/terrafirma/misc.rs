@@ -43,7 +43,7 @@ fn hostcall_debug<T: TerrafirmaView>(caller: &mut Caller<'_, T>, ptr: i32, len: 
     // A log line leaves the node too (see `Session::flush_kv`, which logs a failure).
     let session = caller.data_mut().session_mut();
     let _ = session.flush_kv();
-    tracing::info!(target: "guest", module = %session.label(), "{}", line.trim_end());
+    tracing::info!(target: "guest", module = %session.label(), request = %session.request_id(), "{}", line.trim_end());
     Ok(())
 }
 
@@ -51,7 +51,7 @@ fn hostcall_panic_hook<T: TerrafirmaView>(caller: &mut Caller<'_, T>, ptr: i32, 
     let text = message(caller, ptr, len)?;
     let session = caller.data_mut().session_mut();
     let _ = session.flush_kv();
-    tracing::warn!(target: "guest", module = %session.label(), "guest panicked: {text}");
+    tracing::warn!(target: "guest", module = %session.label(), request = %session.request_id(), "guest panicked: {text}");
     session.set_panic_message(text);
     Ok(())
 }

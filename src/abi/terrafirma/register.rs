@@ -88,7 +88,7 @@ pub fn finish<T: TerrafirmaView, R: AbiValue>(
     match result {
         Ok(value) => Ok(value.into_abi()),
         Err(HostcallError::Refused(reason)) => {
-            tracing::warn!(target: "guest", module = %caller.data().session().label(), "{call}: {reason}");
+            tracing::warn!(target: "guest", module = %caller.data().session().label(), request = %caller.data().session().request_id(), "{call}: {reason}");
             Ok(R::FAILED)
         }
         Err(HostcallError::Invalid) => Ok(R::FAILED),

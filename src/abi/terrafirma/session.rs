@@ -9,7 +9,7 @@ use wasmtime::{Func, Memory, Table, TypedFunc};
 
 use super::outbound::Outbound;
 use crate::kv::{KvError, KvUser, SiteKv};
-use crate::messages::{GuestRequest, GuestResponse};
+use crate::messages::{GuestRequest, GuestResponse, RequestId};
 use crate::outbound::SiteNet;
 
 /// The per-request byte limits the hostcalls enforce.
@@ -99,6 +99,12 @@ impl Session {
         self.request = Some(request);
     }
 
+    /// The id of the request being served, for log lines.
+    pub fn request_id(&self) -> &RequestId {
+        static NONE: RequestId = RequestId::None;
+        self.request.as_ref().map_or(&NONE, |request| &request.id)
+    }
+
     /// The incoming request; `None` for any handle but 0.
     pub fn request(&self, handle: i32) -> Option<&GuestRequest> {
         self.request.as_ref().filter(|_| handle == 0)
@@ -146,7 +152,7 @@ impl Session {
     /// and the request stays a user, so that its end fails too.
     pub fn flush_kv(&mut self) -> Result<(), KvError> {
         let (Some(kv), Some(_)) = (&self.kv, &self.kv_user) else { return Ok(()) };
-        kv.flush().inspect_err(|error| flush_failed(&self.label, error))?;
+        kv.flush().inspect_err(|error| flush_failed(&self.label, self.request_id(), error))?;
         self.kv_user = None;
         Ok(())
     }
@@ -155,10 +161,10 @@ impl Session {
     /// requests that end alongside (`SiteKv::flush_batched`).
     pub async fn flush_kv_batched(&mut self) -> Result<(), KvError> {
         let (Some(kv), Some(user)) = (&self.kv, self.kv_user.take()) else { return Ok(()) };
-        kv.flush_batched(user).await.inspect_err(|error| flush_failed(&self.label, error))
+        kv.flush_batched(user).await.inspect_err(|error| flush_failed(&self.label, self.request_id(), error))
     }
 }
 
-fn flush_failed(label: &str, error: &KvError) {
-    tracing::error!(module = %label, "KV: the request's writes could not be saved: {error}");
+fn flush_failed(label: &str, request: &RequestId, error: &KvError) {
+    tracing::error!(module = %label, request = %request, "KV: the request's writes could not be saved: {error}");
 }

@@ -1,0 +1,186 @@
+//! What the node reports to its operators: `GET /metrics` on the admin port,
+//! in Prometheus's text format (`docs/metrics.md` lists every series).
+//!
+//! The request path touches no map and builds no label: each deployed
+//! module holds its own handles (`ModuleMetrics`), made once at deploy;
+//! only a status code a module has not answered with before takes a lock
+//! to make its counter.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::sandbox::Cost;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    site: String,
+    module: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    site: String,
+    module: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabels {
+    site: String,
+    module: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabels {
+    site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 10 us to about 20 s.
+    Histogram::new(exponential_buckets(10e-6, 2.0, 22))
+}
+
+/// The node's metrics, one registry per node.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<StatusLabels, Counter>,
+    latency: Family<ModuleLabels, Histogram, fn() -> Histogram>,
+    sandbox: Family<ModuleLabels, Histogram, fn() -> Histogram>,
+    instantiate: Family<ModuleLabels, Histogram, fn() -> Histogram>,
+    fuel: Family<ModuleLabels, Counter>,
+    faults: Family<FaultLabels, Counter>,
+    rejected: Family<SiteLabels, Counter>,
+    unrouted: Counter,
+    pool_in_use: Gauge,
+    deploys: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("terrafirma");
+        let requests = Family::default();
+        let latency = Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let sandbox = Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let instantiate = Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let fuel = Family::default();
+        let faults = Family::default();
+        let rejected = Family::default();
+        let unrouted = Counter::default();
+        let pool_in_use = Gauge::default();
+        let deploys = Family::default();
+        registry.register("requests", "Requests answered, by site, module and status", requests.clone());
+        registry.register("request_duration_seconds", "Time from routing to the response head, by module", latency.clone());
+        registry.register("sandbox_duration_seconds", "Time a request's guest spent in its sandbox, by module", sandbox.clone());
+        registry.register("instantiate_duration_seconds", "Time to instantiate a fresh instance on the request path", instantiate.clone());
+        registry.register("fuel_consumed", "Fuel the guests burnt, by module", fuel.clone());
+        registry.register("faults", "Requests that ended in a fault, by module and kind (x-terrafirma-error)", faults.clone());
+        registry.register(
+            "admission_rejected",
+            "Requests refused with 503 because the site or node was at its concurrency limit",
+            rejected.clone(),
+        );
+        registry.register("unrouted_requests", "Requests for no deployed module (404)", unrouted.clone());
+        registry.register("pool_slots_in_use", "Instance slots of the pooling allocator in use", pool_in_use.clone());
+        registry.register("deploys", "Module uploads, by result (ok, refused, failed)", deploys.clone());
+        Metrics { registry, requests, latency, sandbox, instantiate, fuel, faults, rejected, unrouted, pool_in_use, deploys }
+    }
+
+    /// The handles of one deployed module.
+    pub fn module(self: &Arc<Self>, site: &str, module: &str) -> ModuleMetrics {
+        let labels = ModuleLabels { site: site.to_owned(), module: module.to_owned() };
+        ModuleMetrics {
+            latency: self.latency.get_or_create_owned(&labels),
+            sandbox: self.sandbox.get_or_create_owned(&labels),
+            instantiate: self.instantiate.get_or_create_owned(&labels),
+            fuel: self.fuel.get_or_create_owned(&labels),
+            statuses: RwLock::new(HashMap::new()),
+            labels,
+            metrics: self.clone(),
+        }
+    }
+
+    pub fn rejected(&self, site: &str) {
+        self.rejected.get_or_create(&SiteLabels { site: site.to_owned() }).inc();
+    }
+
+    pub fn unrouted(&self) {
+        self.unrouted.inc();
+    }
+
+    /// Counts an upload: `ok`, `refused` (the upload's fault) or `failed`.
+    pub fn deploy(&self, result: &'static str) {
+        self.deploys.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// The text exposition, with the pool's occupancy as of now.
+    pub fn encode(&self, pool_in_use: u64) -> String {
+        self.pool_in_use.set(pool_in_use as i64);
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// The `Content-Type` of `Metrics::encode`'s text.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// One module's metric handles.
+pub struct ModuleMetrics {
+    latency: Histogram,
+    sandbox: Histogram,
+    instantiate: Histogram,
+    fuel: Counter,
+    statuses: RwLock<HashMap<u16, Counter>>,
+    labels: ModuleLabels,
+    metrics: Arc<Metrics>,
+}
+
+impl ModuleMetrics {
+    /// Records one answered request.
+    pub fn answered(&self, status: u16, latency: Duration) {
+        self.latency.observe(latency.as_secs_f64());
+        let known = self.statuses.read().unwrap_or_else(|p| p.into_inner()).get(&status).map(|counter| counter.inc()).is_some();
+        if !known {
+            let labels = StatusLabels { site: self.labels.site.clone(), module: self.labels.module.clone(), status };
+            let counter = self.metrics.requests.get_or_create_owned(&labels);
+            counter.inc();
+            self.statuses.write().unwrap_or_else(|p| p.into_inner()).insert(status, counter);
+        }
+    }
+
+    /// Records what a request's guest cost; a fresh instance's
+    /// instantiation goes to its own histogram.
+    pub fn spent(&self, cost: &Cost) {
+        self.fuel.inc_by(cost.fuel);
+        self.sandbox.observe(cost.time.as_secs_f64());
+        if !cost.instantiate.is_zero() {
+            self.instantiate.observe(cost.instantiate.as_secs_f64());
+        }
+    }
+
+    /// Records a fault of `kind` (its `x-terrafirma-error` value).
+    pub fn fault(&self, kind: &'static str) {
+        let labels = FaultLabels { site: self.labels.site.clone(), module: self.labels.module.clone(), kind };
+        self.metrics.faults.get_or_create(&labels).inc();
+    }
+}
