@@ -190,8 +190,13 @@ pub fn new_store<T: Sandboxed>(engine: &Engine, data: T, limits: &SandboxLimits)
 
 /// Gives the store a full tank of fuel and a deadline starting now.
 pub fn arm<T: Sandboxed>(store: &mut Store<T>, limits: &SandboxLimits) {
+    arm_at(store, limits, Instant::now());
+}
+
+/// `arm`, with `now` read by the caller (one clock read fewer on the
+/// request path).
+pub fn arm_at<T: Sandboxed>(store: &mut Store<T>, limits: &SandboxLimits, now: Instant) {
     let sandbox = store.data_mut().sandbox();
-    let now = Instant::now();
     sandbox.deadline = now + limits.timeout;
     sandbox.armed_at = now;
     sandbox.tank = limits.fuel;

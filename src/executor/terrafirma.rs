@@ -4,7 +4,7 @@
 //! directly or on a fiber as the module's imports allow (`CallMode`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use wasmtime::{InstancePre, Module, ModuleExport, Store, TypedFunc};
@@ -14,7 +14,7 @@ use super::state::TerrafirmaState;
 use super::{Fault, FaultKind, HandlerConfig, Runtime, nullary_export};
 use crate::abi::terrafirma::{KV_NOT_SAVED, MALLOC_EXPORTS, MEMORY_EXPORT, Session, SessionLimits, TABLE_EXPORT};
 use crate::messages::{GuestRequest, GuestResponse};
-use crate::sandbox::{CallMode, Cost, arm, cost, new_store};
+use crate::sandbox::{CallMode, Cost, arm_at, cost, new_store};
 
 /// Export lookups resolved once per module.
 #[derive(Clone)]
@@ -66,7 +66,7 @@ impl TerrafirmaHandler {
 
     /// The guest's answer and, once it ran, what it cost.
     pub async fn handle(&self, request: GuestRequest) -> (Result<GuestResponse, Fault>, Option<Cost>) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let (ready, fresh) = match self.warm.as_ref().and_then(|queue| queue.pop()) {
             Some(ready) => (ready, false),
             None => match self.instantiator.instantiate().await {
@@ -74,9 +74,10 @@ impl TerrafirmaHandler {
                 Err(fault) => return (Err(fault), None),
             },
         };
-        let instantiate = if fresh { started.elapsed() } else { Duration::ZERO };
+        let now = Instant::now();
+        let instantiate = if fresh { now - started } else { Duration::ZERO };
         self.refill();
-        let (answer, cost) = self.instantiator.run(ready, request).await;
+        let (answer, cost) = self.instantiator.run(ready, request, now).await;
         (answer, cost.map(|cost| Cost { instantiate, ..cost }))
     }
 
@@ -142,9 +143,9 @@ impl Instantiator {
         Ok(Ready { store, run })
     }
 
-    async fn run(&self, ready: Ready, request: GuestRequest) -> (Result<GuestResponse, Fault>, Option<Cost>) {
+    async fn run(&self, ready: Ready, request: GuestRequest, now: Instant) -> (Result<GuestResponse, Fault>, Option<Cost>) {
         let Ready { mut store, run } = ready;
-        arm(&mut store, &self.config.limits);
+        arm_at(&mut store, &self.config.limits, now);
         store.data_mut().session.begin(request);
         let result = self.call(&mut store, run).await;
         let cost = Some(cost(&mut store));
