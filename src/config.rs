@@ -12,6 +12,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// HTTPS for the sites; off when `None`.
+    pub tls_listen: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub data: PathBuf,
     pub admin_token: Option<String>,
@@ -126,6 +128,7 @@ pub struct SiteConfig {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<SocketAddr>,
+    tls_listen: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     data: Option<PathBuf>,
     admin_token: Option<String>,
@@ -187,6 +190,7 @@ impl LimitsFile {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
+    pub tls_listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub data: Option<PathBuf>,
 }
@@ -205,6 +209,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".parse().expect("literal address"),
+            tls_listen: None,
             admin: "127.0.0.1:8081".parse().expect("literal address"),
             data: PathBuf::from("./terrafirma-data"),
             admin_token: None,
@@ -234,6 +239,9 @@ impl Config {
         if let Some(listen) = overrides.listen {
             config.listen = listen;
         }
+        if let Some(tls_listen) = overrides.tls_listen {
+            config.tls_listen = Some(tls_listen);
+        }
         if let Some(admin) = overrides.admin {
             config.admin = admin;
         }
@@ -259,6 +267,7 @@ impl Config {
             .collect();
         Ok(Config {
             listen: file.listen.unwrap_or(defaults.listen),
+            tls_listen: file.tls_listen,
             admin: file.admin.unwrap_or(defaults.admin),
             data: file.data.unwrap_or(defaults.data),
             admin_token: file.admin_token,

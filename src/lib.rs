@@ -10,6 +10,7 @@
 mod abi;
 mod admin;
 mod admission;
+mod certs;
 pub mod config;
 pub mod engine;
 pub mod executor;

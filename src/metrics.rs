@@ -67,6 +67,9 @@ pub struct Metrics {
     unrouted: Counter,
     pool_in_use: Gauge,
     deploys: Family<ResultLabels, Counter>,
+    tls_failures: Counter,
+    /// The failures count as of the last scrape.
+    tls_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -88,6 +91,7 @@ impl Metrics {
         let unrouted = Counter::default();
         let pool_in_use = Gauge::default();
         let deploys = Family::default();
+        let tls_failures = Counter::default();
         registry.register("requests", "Requests answered, by site, module and status", requests.clone());
         registry.register("request_duration_seconds", "Time from routing to the response head, by module", latency.clone());
         registry.register("sandbox_duration_seconds", "Time a request's guest spent in its sandbox, by module", sandbox.clone());
@@ -102,7 +106,22 @@ impl Metrics {
         registry.register("unrouted_requests", "Requests for no deployed module (404)", unrouted.clone());
         registry.register("pool_slots_in_use", "Instance slots of the pooling allocator in use", pool_in_use.clone());
         registry.register("deploys", "Module uploads, by result (ok, refused, failed)", deploys.clone());
-        Metrics { registry, requests, latency, sandbox, instantiate, fuel, faults, rejected, unrouted, pool_in_use, deploys }
+        registry.register("tls_handshake_failures", "TLS connections closed before their handshake finished", tls_failures.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            sandbox,
+            instantiate,
+            fuel,
+            faults,
+            rejected,
+            unrouted,
+            pool_in_use,
+            deploys,
+            tls_failures,
+            tls_seen: Default::default(),
+        }
     }
 
     /// The handles of one deployed module.
@@ -132,9 +151,12 @@ impl Metrics {
         self.deploys.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// The text exposition, with the pool's occupancy as of now.
-    pub fn encode(&self, pool_in_use: u64) -> String {
+    /// The text exposition, with the pool's occupancy and the failed TLS
+    /// handshakes as of now.
+    pub fn encode(&self, pool_in_use: u64, tls_failures: u64) -> String {
         self.pool_in_use.set(pool_in_use as i64);
+        let seen = self.tls_seen.swap(tls_failures, std::sync::atomic::Ordering::Relaxed);
+        self.tls_failures.inc_by(tls_failures.saturating_sub(seen));
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

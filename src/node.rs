@@ -17,13 +17,15 @@ use crate::modules::ModuleStore;
 use crate::modules::watcher::DropFolder;
 use crate::outbound::Net;
 use crate::server::SiteServer;
-use crate::server::listener::{Stop, serve};
+use crate::server::listener::{Stop, Tls, serve};
 
 pub struct Node;
 
 pub struct RunningNode {
     /// Where the sites are served (the bound address, port resolved).
     pub http_addr: SocketAddr,
+    /// Where the sites are served over HTTPS, when `tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
     /// Where the admin API is served.
     pub admin_addr: SocketAddr,
     pub store: Arc<ModuleStore>,
@@ -41,7 +43,12 @@ impl Node {
         // Bound first: the guests' client must know the admin address to refuse it.
         let site_listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let admin_listener = TcpListener::bind(config.admin).await.with_context(|| format!("cannot listen on {}", config.admin))?;
+        let tls_listener = match config.tls_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
+            None => None,
+        };
         let http_addr = site_listener.local_addr()?;
+        let tls_addr = tls_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let admin_addr = admin_listener.local_addr()?;
         let runtime = Runtime::new(EngineShape::from_config(&config)).context("cannot create the wasm engine")?;
         let net = Net::new(Some(admin_addr)).context("cannot set up outbound HTTP and DNS")?;
@@ -54,12 +61,29 @@ impl Node {
         }
 
         let (stop, stopped) = watch::channel(false);
+        let certs = store.certs.clone();
+        let mut servers = vec![certs.watch(stopped.clone())];
         let sites = Arc::new(SiteServer::new(config.clone(), store.clone()));
+        if let Some(listener) = tls_listener {
+            let tls = Tls { acceptor: tokio_rustls::TlsAcceptor::from(certs.server_config()), certs: certs.clone() };
+            let sites = sites.clone();
+            servers.push(tokio::spawn(serve(
+                listener,
+                config.http,
+                Some(tls),
+                move |peer, request| {
+                    let sites = sites.clone();
+                    async move { sites.handle(peer, request).await }
+                },
+                Stop { signal: stopped.clone(), drain: config.drain },
+            )));
+        }
         let admin = Arc::new(AdminServer { config: config.clone(), store: store.clone() });
-        let servers = vec![
+        servers.extend([
             tokio::spawn(serve(
                 site_listener,
                 config.http,
+                None,
                 move |peer, request| {
                     let sites = sites.clone();
                     async move { sites.handle(peer, request).await }
@@ -69,16 +93,17 @@ impl Node {
             tokio::spawn(serve(
                 admin_listener,
                 config.http,
+                None,
                 move |peer, request| {
                     let admin = admin.clone();
                     async move { admin.handle(peer, request).await }
                 },
                 Stop { signal: stopped, drain: config.drain },
             )),
-        ];
+        ]);
         let drop_folder = DropFolder::start(store.clone());
-        tracing::info!(%http_addr, %admin_addr, data = %config.data.display(), "serving");
-        Ok(RunningNode { http_addr, admin_addr, store, stop, servers, drop_folder })
+        tracing::info!(%http_addr, ?tls_addr, %admin_addr, data = %config.data.display(), "serving");
+        Ok(RunningNode { http_addr, tls_addr, admin_addr, store, stop, servers, drop_folder })
     }
 }
 

@@ -73,9 +73,10 @@ impl AdminServer {
             };
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (site, name) = match segments.as_slice() {
-            ["v1", "sites", site, "modules"] => (*site, None),
-            ["v1", "sites", site, "modules", name] => (*site, Some(*name)),
+        let (site, name, certificate) = match segments.as_slice() {
+            ["v1", "sites", site, "modules"] => (*site, None, false),
+            ["v1", "sites", site, "modules", name] => (*site, Some(*name), false),
+            ["v1", "sites", site, "certificate"] => (*site, None, true),
             _ => return error(StatusCode::NOT_FOUND, "no such endpoint"),
         };
         let site = site.to_ascii_lowercase();
@@ -83,6 +84,12 @@ impl AdminServer {
             && *own != site
         {
             return error(StatusCode::FORBIDDEN, "this token is for another site");
+        }
+        if certificate {
+            return match request.method() {
+                &Method::PUT => self.install_certificate(&site, request).await,
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            };
         }
         match (request.method().clone(), name) {
             (Method::GET, None) => {
@@ -108,8 +115,34 @@ impl AdminServer {
         }
     }
 
+    /// `PUT /v1/sites/{site}/certificate`: the PEM chain and key in one body.
+    async fn install_certificate(&self, site: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if !crate::names::valid_site_name(site) {
+            return error(StatusCode::BAD_REQUEST, &format!("invalid site name {site:?}"));
+        }
+        const MAX_PEM: usize = 1 << 20;
+        let body = match read_body(request.into_body(), MAX_PEM, self.config.http.body_timeout).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "certificate over 1 MiB"),
+            Err(BodyError::TooSlow) => return error(StatusCode::REQUEST_TIMEOUT, "certificate not received in time"),
+            Err(BodyError::Unreadable) => return error(StatusCode::BAD_REQUEST, "certificate could not be read"),
+        };
+        let certs = self.store.certs.clone();
+        let site_owned = site.to_owned();
+        match tokio::task::spawn_blocking(move || certs.install(&site_owned, &body)).await {
+            Ok(Ok(())) => {
+                tracing::info!(site, "HTTPS certificate installed");
+                json_response(StatusCode::OK, json!({ "site": site, "certificate": "installed" }))
+            }
+            Ok(Err(e @ crate::certs::CertError::Storage(_))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("install failed: {e}")),
+        }
+    }
+
     fn metrics(&self) -> Response<Full<Bytes>> {
-        let text = self.store.metrics.encode(self.store.pool_slots_in_use());
+        let failed = self.store.certs.failed_handshakes.load(std::sync::atomic::Ordering::Relaxed);
+        let text = self.store.metrics.encode(self.store.pool_slots_in_use(), failed);
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
         response

@@ -13,6 +13,9 @@ pub struct ServeCommand {
     /// Address of the sites' HTTP server [default: 127.0.0.1:8080]
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Address of the sites' HTTPS server (certificates in DATA/certs) [default: off]
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
     /// Address of the admin API [default: 127.0.0.1:8081]
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -27,13 +30,19 @@ pub struct ServeCommand {
 impl ServeCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         super::init_logging("info,cranelift=warn,wasmtime=warn");
-        let overrides = Overrides { listen: self.listen, admin: self.admin, data: self.data };
+        let overrides = Overrides { listen: self.listen, tls_listen: self.tls_listen, admin: self.admin, data: self.data };
         let config = Config::load(self.config.as_deref(), &overrides)?;
         super::tokio_runtime()?.block_on(async {
             let node = Node::start(config).await?;
             // Always printed, whatever the log level: scripts and tests read
             // the bound addresses (port 0 picks a free one) from here.
-            eprintln!("terrafirma: serving sites on http://{} and the admin API on http://{}", node.http_addr, node.admin_addr);
+            match node.tls_addr {
+                Some(tls) => eprintln!(
+                    "terrafirma: serving sites on http://{} and https://{tls} and the admin API on http://{}",
+                    node.http_addr, node.admin_addr
+                ),
+                None => eprintln!("terrafirma: serving sites on http://{} and the admin API on http://{}", node.http_addr, node.admin_addr),
+            }
             shutdown_signal().await;
             tracing::info!("shutting down");
             node.shutdown().await;

@@ -17,6 +17,7 @@ use super::artifact::{load_or_compile, write_atomic};
 use super::prepare::{PrepareError, prepare};
 use super::registry::{Deployed, ModuleStats, Registry};
 use crate::admission::Gate;
+use crate::certs::Certificates;
 use crate::config::Config;
 use crate::executor::{Handler, HandlerConfig, Runtime};
 use crate::kv::KvStores;
@@ -82,6 +83,8 @@ pub struct ModuleStore {
     kv: KvStores,
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
+    /// The sites' HTTPS certificates (`DATA/certs`).
+    pub certs: Arc<Certificates>,
     /// Each site's admission gate (`max_concurrency` permits), made at its
     /// first deploy and shared by its modules and their later versions.
     gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
@@ -102,6 +105,7 @@ impl ModuleStore {
             net,
             registry: Registry::default(),
             metrics: Arc::new(Metrics::new()),
+            certs: Certificates::open(data.join("certs"), data.join("tmp"))?,
             gates: std::sync::Mutex::new(HashMap::new()),
             scan_state: tokio::sync::Mutex::new(HashMap::new()),
             config,

@@ -36,8 +36,16 @@ pub struct Stop {
     pub drain: Duration,
 }
 
-/// Serves connections on `listener` with `handle` until stopped.
-pub async fn serve<H, F, B>(listener: TcpListener, http: HttpConfig, handle: H, mut stop: Stop)
+/// TLS on a listener: the acceptor, and where failed handshakes are counted.
+#[derive(Clone)]
+pub struct Tls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub certs: Arc<crate::certs::Certificates>,
+}
+
+/// Serves connections on `listener` with `handle` until stopped; over TLS
+/// when `tls` is given (the handshake must finish within the head timeout).
+pub async fn serve<H, F, B>(listener: TcpListener, http: HttpConfig, tls: Option<Tls>, handle: H, mut stop: Stop)
 where
     H: Fn(SocketAddr, Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
@@ -66,12 +74,25 @@ where
                 let handle = handle.clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let response = handle(peer, request);
                         async move { Ok::<_, Infallible>(response.await) }
                     });
-                    let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                    match tls {
+                        None => {
+                            let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                        }
+                        Some(tls) => match tokio::time::timeout(http.head_timeout, tls.acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                            }
+                            // Not TLS (plain HTTP sent here, say), no
+                            // certificate for the name, or too slow: closed.
+                            _ => tls.certs.handshake_failed(),
+                        },
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -12,6 +12,7 @@ mod dropfolder;
 mod examples;
 mod faults;
 mod harness;
+mod https;
 mod kv;
 mod operations;
 mod outbound;
