@@ -19,14 +19,63 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// is reused: the first pages of a hello guest stay hot.
 const KEEP_RESIDENT: usize = 64 << 10;
 
-/// Where the kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7 on), a slot is
-/// reset by asking the kernel which of its pages the guest wrote and
-/// restoring only those, instead of rewriting all `KEEP_RESIDENT` bytes.
-/// A hello guest writes none: under `wrk -t1 -c32` this cost about 2 µs less
-/// CPU per request than the `memset` (RESULTS.md), most of it from not
-/// flushing the caches hyper and the kernel work in. Elsewhere wasmtime
-/// falls back to the `memset`.
-const PAGEMAP_SCAN: Enabled = Enabled::Auto;
+/// How a pool slot is made clean for the next instance, and why.
+///
+/// Where the kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7 on), a slot can
+/// be reset by asking the kernel which of its pages the guest wrote and
+/// restoring only those, instead of rewriting all `KEEP_RESIDENT` bytes and
+/// returning the rest to the kernel. A hello guest writes none: under `wrk
+/// -t1 -c32` this cost about 2 µs less CPU per request than the full reset
+/// (RESULTS.md). But the scan sees only pages present in memory: a page the
+/// guest dirtied that the kernel then swapped out is not reported, so it is
+/// neither restored nor returned, and the next instance in the slot could
+/// read it. So the scan is used only where the node cannot swap; elsewhere
+/// every slot gets the full reset, whose `madvise(MADV_DONTNEED)` drops
+/// swapped pages too. Decided once, at start: an operator who turns swap on
+/// later must restart the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotReset {
+    pub pagemap_scan: bool,
+    pub reason: String,
+}
+
+impl SlotReset {
+    /// The decision for this machine and this process's cgroup.
+    pub fn for_this_machine() -> SlotReset {
+        let swaps = std::fs::read_to_string("/proc/swaps").ok();
+        let swap_max = cgroup_swap_max();
+        SlotReset::decide(swaps.as_deref(), swap_max.as_deref())
+    }
+
+    /// `swaps`: `/proc/swaps`; `swap_max`: the cgroup's `memory.swap.max`
+    /// (cgroup v2), where there is one.
+    pub fn decide(swaps: Option<&str>, swap_max: Option<&str>) -> SlotReset {
+        let scan = |reason: &str| SlotReset {
+            pagemap_scan: true,
+            reason: format!("slots reset by PAGEMAP_SCAN where the kernel has it: {reason}"),
+        };
+        let full = |reason: String| SlotReset { pagemap_scan: false, reason: format!("slots reset in full (no PAGEMAP_SCAN): {reason}") };
+        if swap_max.map(str::trim) == Some("0") {
+            return scan("this node's cgroup may not swap (memory.swap.max is 0)");
+        }
+        let Some(swaps) = swaps else {
+            return full("/proc/swaps cannot be read, so swap may be on".to_owned());
+        };
+        let devices = swaps.lines().skip(1).filter(|line| !line.trim().is_empty()).count();
+        if devices == 0 {
+            scan("no swap device")
+        } else {
+            full(format!("swap is on ({devices} device(s) in /proc/swaps): the scan cannot see swapped-out pages"))
+        }
+    }
+}
+
+/// `memory.swap.max` of this process's cgroup (v2), if it has one.
+fn cgroup_swap_max() -> Option<String> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|line| line.strip_prefix("0::"))?;
+    std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.swap.max", path.trim_end_matches('/'))).ok()
+}
 
 /// Memories are reserved at the configured cap, far below the 4 GiB a
 /// 32-bit address can reach, so compiled code checks every access against
@@ -54,6 +103,11 @@ impl EngineShape {
 
 /// Builds the engine every module of this node is compiled for.
 pub fn build_engine(shape: EngineShape) -> wasmtime::Result<Engine> {
+    build_engine_with(shape, &SlotReset::for_this_machine())
+}
+
+/// `build_engine` with the slot reset decided by the caller.
+pub fn build_engine_with(shape: EngineShape, reset: &SlotReset) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_core_instances(shape.instances)
         .total_memories(shape.instances)
@@ -66,7 +120,7 @@ pub fn build_engine(shape: EngineShape) -> wasmtime::Result<Engine> {
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT)
         .async_stack_keep_resident(16 << 10)
-        .pagemap_scan(PAGEMAP_SCAN);
+        .pagemap_scan(if reset.pagemap_scan { Enabled::Auto } else { Enabled::No });
 
     let mut config = WasmtimeConfig::new();
     config
@@ -128,6 +182,32 @@ impl Drop for EpochTicker {
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
             let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+
+    #[test]
+    fn the_scan_is_used_only_where_the_node_cannot_swap() {
+        assert!(SlotReset::decide(Some(HEADER), None).pagemap_scan, "no swap device");
+        let swapping = format!("{HEADER}/dev/zram0                              partition\t4194300\t\t0\t\t100\n");
+        let full = SlotReset::decide(Some(&swapping), None);
+        assert!(!full.pagemap_scan && full.reason.contains("swap is on"), "{full:?}");
+        assert!(!SlotReset::decide(Some(&swapping), Some("max\n")).pagemap_scan, "a cgroup that may swap");
+        assert!(SlotReset::decide(Some(&swapping), Some("0\n")).pagemap_scan, "a cgroup that may not swap");
+        assert!(!SlotReset::decide(None, None).pagemap_scan, "unknown: the safe choice");
+    }
+
+    #[test]
+    fn an_engine_builds_with_either_reset() {
+        let shape = EngineShape { instances: 2, max_memory_bytes: 1 << 20 };
+        for pagemap_scan in [true, false] {
+            build_engine_with(shape, &SlotReset { pagemap_scan, reason: String::new() }).unwrap();
         }
     }
 }

@@ -51,6 +51,7 @@ impl Node {
         let tls_addr = tls_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let admin_addr = admin_listener.local_addr()?;
         let runtime = Runtime::new(EngineShape::from_config(&config)).context("cannot create the wasm engine")?;
+        tracing::info!("{}", runtime.slot_reset.reason);
         let net = Net::new(Some(admin_addr)).context("cannot set up outbound HTTP and DNS")?;
         let store = ModuleStore::open(runtime, config.clone(), net)
             .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;

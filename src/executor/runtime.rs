@@ -8,7 +8,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::state::{TerrafirmaState, WasiState};
 use super::wasi_http::HttpState;
-use crate::engine::{EngineShape, EpochTicker, build_engine, compatibility_tag};
+use crate::engine::{EngineShape, EpochTicker, SlotReset, build_engine_with, compatibility_tag};
 use crate::sandbox::CallMode;
 
 /// What the wasi:http linker provides: WASI 0.2 and wasi:http's client side.
@@ -37,12 +37,15 @@ pub struct Runtime {
     /// wasi:http and WASI 0.2 (with no filesystem, network or environment
     /// granted), for wasi:http components.
     http: wasmtime::component::Linker<HttpState>,
+    /// How pool slots are reset, and why (logged at start).
+    pub slot_reset: SlotReset,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
     pub fn new(shape: EngineShape) -> anyhow::Result<Arc<Runtime>> {
-        let engine = build_engine(shape)?;
+        let slot_reset = SlotReset::for_this_machine();
+        let engine = build_engine_with(shape, &slot_reset)?;
         let mut wasi = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut wasi, |state: &mut WasiState| &mut state.wasi)?;
         wasmtime_wasi::p0::add_to_linker_async(&mut wasi, |state: &mut WasiState| &mut state.wasi)?;
@@ -57,6 +60,7 @@ impl Runtime {
         crate::abi::terrafirma::add_to_linker(&mut terrafirma_direct, CallMode::Direct)?;
         Ok(Arc::new(Runtime {
             compat_tag: compatibility_tag(&engine),
+            slot_reset,
             _ticker: EpochTicker::start(engine.clone())?,
             engine,
             terrafirma_direct,
