@@ -167,11 +167,11 @@ fn rewrite(binary: &[u8]) -> Result<(Abi, Vec<u8>), PrepareError> {
             }
             Payload::TableSection(ref reader) => {
                 shape.tables += reader.count();
-                copy_raw(&mut out, &payload_section(&payload, binary));
+                copy_raw(&mut out, &payload_section(&payload, binary)?);
             }
             Payload::MemorySection(ref reader) => {
                 shape.defined_memories += reader.count();
-                copy_raw(&mut out, &payload_section(&payload, binary));
+                copy_raw(&mut out, &payload_section(&payload, binary)?);
             }
             Payload::ExportSection(reader) => {
                 for export in reader {
@@ -185,7 +185,7 @@ fn rewrite(binary: &[u8]) -> Result<(Abi, Vec<u8>), PrepareError> {
             }
             Payload::CodeSectionEntry(_) | Payload::End(_) => {}
             other => {
-                if let Some(section) = payload_section_opt(&other, binary) {
+                if let Some(section) = payload_section_opt(&other, binary)? {
                     copy_raw(&mut out, &section);
                 }
             }
@@ -228,12 +228,17 @@ struct RawSection<'a> {
     data: &'a [u8],
 }
 
-fn payload_section_opt<'a>(payload: &Payload<'_>, binary: &'a [u8]) -> Option<RawSection<'a>> {
-    payload.as_section().map(|(id, range)| RawSection { id, data: &binary[range] })
+/// The bytes of a section payload. The parser reports a code section's
+/// start with the size it declares before reading its entries, so a module
+/// cut short inside its code section gets here with a range past its end.
+fn payload_section_opt<'a>(payload: &Payload<'_>, binary: &'a [u8]) -> Result<Option<RawSection<'a>>, PrepareError> {
+    let Some((id, range)) = payload.as_section() else { return Ok(None) };
+    let data = binary.get(range).ok_or_else(|| invalid("a section runs past the end of the module"))?;
+    Ok(Some(RawSection { id, data }))
 }
 
-fn payload_section<'a>(payload: &Payload<'_>, binary: &'a [u8]) -> RawSection<'a> {
-    payload_section_opt(payload, binary).expect("a section payload")
+fn payload_section<'a>(payload: &Payload<'_>, binary: &'a [u8]) -> Result<RawSection<'a>, PrepareError> {
+    Ok(payload_section_opt(payload, binary)?.expect("a section payload"))
 }
 
 fn copy_raw(out: &mut wasm_encoder::Module, section: &RawSection<'_>) {
@@ -252,6 +257,23 @@ mod tests {
             }
         }
         names
+    }
+
+    /// Found by `tests/all/fuzz.rs`: the parser reports a code section's
+    /// start with its declared size, so a module cut inside its code made
+    /// the rewrite slice past the end of the upload and panic.
+    #[test]
+    fn a_module_cut_short_inside_its_code_is_invalid_not_a_panic() {
+        let whole = wat::parse_str(r#"(module (func (export "run") (drop (i32.add (i32.const 1) (i32.const 2)))))"#).unwrap();
+        for cut in 1..whole.len() - 8 {
+            // Inside the code section (the last): invalid; earlier, whatever
+            // the prefix lacks. Never a panic.
+            let result = prepare(&whole[..whole.len() - cut]);
+            assert!(result.is_err(), "cut by {cut}");
+            if cut <= 5 {
+                assert!(matches!(result, Err(PrepareError::Invalid(_))), "cut by {cut}: {:?}", result.map(|p| p.abi));
+            }
+        }
     }
 
     #[test]
