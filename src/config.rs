@@ -26,6 +26,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// How long in-flight requests may finish after a stop signal.
     pub drain: Duration,
+    /// One log line per request (target `access`).
+    pub access_log: bool,
 }
 
 /// How long a client of either server may take.
@@ -141,6 +143,8 @@ struct ConfigFile {
     #[serde(default)]
     http: HttpFile,
     drain_ms: Option<u64>,
+    #[serde(default)]
+    access_log: bool,
 }
 
 /// Limits as written in the file: absent keys fall back to another level.
@@ -218,6 +222,7 @@ impl Default for Config {
             sites: BTreeMap::new(),
             http: HttpConfig::default(),
             drain: DRAIN,
+            access_log: false,
         }
     }
 }
@@ -279,6 +284,7 @@ impl Config {
                 body_timeout: file.http.body_timeout_ms.map_or(defaults.http.body_timeout, Duration::from_millis),
             },
             drain: file.drain_ms.map_or(defaults.drain, Duration::from_millis),
+            access_log: file.access_log,
         })
     }
 

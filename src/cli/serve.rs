@@ -29,7 +29,7 @@ pub struct ServeCommand {
 
 impl ServeCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        super::init_logging("info,cranelift=warn,wasmtime=warn");
+        super::init_logging("info,cranelift=warn,wasmtime=warn,access=info");
         let overrides = Overrides { listen: self.listen, tls_listen: self.tls_listen, admin: self.admin, data: self.data };
         let config = Config::load(self.config.as_deref(), &overrides)?;
         super::tokio_runtime()?.block_on(async {

@@ -94,6 +94,7 @@ impl SiteServer {
         };
         let deployed = route.module;
         let limits = self.config.limits_for(&deployed.site);
+        let logged = self.config.access_log.then(|| id.clone());
         let outcome = match self.admit(&deployed).await {
             Ok(_passes) => self.run(&deployed, limits, peer, (parts, body, id), route.script_len).await,
             Err(crowded) => {
@@ -115,6 +116,19 @@ impl SiteServer {
         deployed.stats.record(latency, cost.map(|c| c.fuel));
         if let Some(cost) = cost {
             deployed.metrics.spent(&cost);
+        }
+        if let Some(id) = logged {
+            let (fuel, sandbox_us) = cost.map_or((0, 0), |c| (c.fuel, c.time.as_micros()));
+            tracing::info!(
+                target: "access",
+                site = %deployed.site,
+                module = %deployed.name,
+                status = response.status().as_u16(),
+                time_us = latency.as_micros(),
+                sandbox_us,
+                fuel,
+                request = %id,
+            );
         }
         (response, cost.filter(|_| limits.cost_headers))
     }

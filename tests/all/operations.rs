@@ -235,3 +235,34 @@ async fn a_site_cannot_pass_its_module_quotas() {
     node.deploy_ok("_default", "three", say("three")).await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_log_line_of_a_request_names_it_and_the_access_log_has_one_per_request() {
+    let data = tempfile::TempDir::new().unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "access_log = true\n").unwrap();
+    let node = crate::process::Process::serve_logging(data.path(), Some(config.path()), "info").await;
+    let talker = r#"(module
+      (import "env" "hostcall_debug" (func $debug (param i32 i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "from the guest")
+      (func (export "run") (call $debug (i32.const 16) (i32.const 14))))"#;
+    let deployed = crate::harness::request(node.admin, "PUT", "/v1/sites/_default/modules/talker", None, &[], talker).await;
+    assert!(deployed.status < 300, "{deployed:?}");
+    let resp = crate::harness::request(node.http, "GET", "/talker", None, &[("x-request-id", "trace-me-7")], Bytes::new()).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+
+    let started = Instant::now();
+    let find = |needles: &[&str]| node.log.lock().unwrap().iter().find(|line| needles.iter().all(|n| line.contains(n))).cloned();
+    let (guest, access) = loop {
+        let guest = find(&["from the guest", "request=trace-me-7", "module=_default/talker"]);
+        let access = find(&["access", "site=_default", "module=talker", "status=200", "request=trace-me-7", "fuel="]);
+        match (guest, access) {
+            (Some(guest), Some(access)) => break (guest, access),
+            _ if started.elapsed() < crate::harness::EVENTUALLY => tokio::time::sleep(Duration::from_millis(50)).await,
+            missing => panic!("log lines missing ({missing:?}) in {:#?}", node.log.lock().unwrap()),
+        }
+    };
+    assert!(guest.contains("guest"), "{guest}");
+    assert!(access.contains("time_us="), "{access}");
+}

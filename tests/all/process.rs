@@ -17,6 +17,8 @@ pub struct Process {
     pub child: Child,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// Every line the node wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The addresses in `terrafirma: serving sites on http://A and the admin API on http://B`.
@@ -29,21 +31,29 @@ fn addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 impl Process {
     /// A node on `data`, with `config` if given.
     pub async fn serve(data: &Path, config: Option<&Path>) -> Process {
+        Self::serve_logging(data, config, "warn").await
+    }
+
+    /// `serve` with `RUST_LOG=rust_log`.
+    pub async fn serve_logging(data: &Path, config: Option<&Path>, rust_log: &str) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_terrafirma"))
             .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(config.map(|config| [std::ffi::OsStr::new("--config"), config.as_os_str()]).into_iter().flatten())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start terrafirma serve");
         let stderr = child.stderr.take().expect("piped");
         let (found, addresses_found) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         // Reads the node's stderr to its end, passing it on to the test's.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("{line}");
+                kept.lock().unwrap().push(line.clone());
                 if let Some(pair) = addresses(&line) {
                     let _ = found.send(pair);
                 }
@@ -53,7 +63,7 @@ impl Process {
             .await
             .unwrap()
             .expect("the node printed the addresses it serves on");
-        let process = Process { child, http, admin };
+        let process = Process { child, http, admin, log };
         assert_eq!(request(admin, "GET", "/healthz", None, &[], Bytes::new()).await.status, 200);
         process
     }
