@@ -79,7 +79,7 @@ impl Node {
                 Stop { signal: stopped.clone(), drain: config.drain },
             )));
         }
-        let admin = Arc::new(AdminServer { config: config.clone(), store: store.clone() });
+        let admin = Arc::new(AdminServer::new(config.clone(), store.clone()));
         servers.extend([
             tokio::spawn(serve(
                 site_listener,

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 
+use crate::admission::Gate;
 use crate::config::Config;
 use crate::modules::{DeployError, Deployed, ModuleStore, Quantiles};
 use crate::server::{BodyError, read_body};
@@ -20,7 +21,14 @@ use crate::server::{BodyError, read_body};
 pub struct AdminServer {
     pub config: Arc<Config>,
     pub store: Arc<ModuleStore>,
+    /// Uploads being received at once: each may hold `max_upload_bytes` in
+    /// memory, so many clients uploading at the limit cannot exhaust it.
+    uploads: Gate,
 }
+
+/// Uploads received at once; more wait up to `UPLOAD_WAIT`, then get `503`.
+const MAX_CONCURRENT_UPLOADS: usize = 4;
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Who a request is from, as far as its token says.
 enum Caller {
@@ -29,6 +37,10 @@ enum Caller {
 }
 
 impl AdminServer {
+    pub fn new(config: Arc<Config>, store: Arc<ModuleStore>) -> AdminServer {
+        AdminServer { config, store, uploads: Gate::new(MAX_CONCURRENT_UPLOADS) }
+    }
+
     fn tokens_configured(&self) -> bool {
         self.config.admin_token.is_some() || self.config.sites.values().any(|s| s.token.is_some())
     }
@@ -166,6 +178,11 @@ impl AdminServer {
         if declared.is_some_and(|len| len > limit) {
             return too_large();
         }
+        let Some(_receiving) = self.uploads.enter(UPLOAD_WAIT).await else {
+            let mut busy = error(StatusCode::SERVICE_UNAVAILABLE, "too many uploads at once: retry shortly");
+            busy.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return busy;
+        };
         let body = match read_body(request.into_body(), limit as usize, self.config.http.body_timeout).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => return too_large(),

@@ -266,3 +266,29 @@ async fn every_log_line_of_a_request_names_it_and_the_access_log_has_one_per_req
     assert!(guest.contains("guest"), "{guest}");
     assert!(access.contains("time_us="), "{access}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_received_at_once_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let node = TestNode::start().await;
+    // Four uploads that send their head and then nothing: each holds a
+    // place while the node waits for its body.
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(node.node.admin_addr).await.unwrap();
+        let head = format!("PUT /v1/sites/_default/modules/s{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let refused = node.deploy("_default", "fifth", fixture("hello")).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.header_values("retry-after"), ["5"], "{refused:?}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "refused without waiting: {:?}", started.elapsed());
+    // Once they go, uploads are taken again.
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.deploy_ok("_default", "fifth", fixture("hello")).await;
+    node.stop().await;
+}
