@@ -78,13 +78,33 @@ pub struct KvStores {
     /// Requests, all sites together, that used a store since their last
     /// flush (see `KvUser`).
     users: Arc<AtomicUsize>,
+    /// Operations and bytes, all sites together, for the metrics.
+    pub counts: Arc<KvCounts>,
+}
+
+/// KV operations and bytes since the node started.
+#[derive(Debug, Default)]
+pub struct KvCounts {
+    /// Gets, then writes by `WriteKind` (insert, upsert, append, remove):
+    /// the order of `metrics::KV_OPS`.
+    pub ops: [std::sync::atomic::AtomicU64; 5],
+    pub bytes_read: std::sync::atomic::AtomicU64,
+    pub bytes_written: std::sync::atomic::AtomicU64,
+}
+
+impl KvCounts {
+    fn count(&self, op: usize, bytes: &std::sync::atomic::AtomicU64, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ops[op].fetch_add(1, Relaxed);
+        bytes.fetch_add(n as u64, Relaxed);
+    }
 }
 
 impl KvStores {
     pub fn new(dir: PathBuf) -> std::io::Result<KvStores> {
         std::fs::create_dir_all(&dir)?;
         let users = Arc::new(AtomicUsize::new(0));
-        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()), users })
+        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()), users, counts: Arc::default() })
     }
 
     /// The store of `site` (a validated site name), values capped at
@@ -102,7 +122,14 @@ impl KvStores {
                     }
                 };
                 let reads = ArcSwapOption::from(state.as_ref().map(|state| state.live.clone()));
-                Arc::new(SiteKv { max_value, reads, state: Mutex::new(state), unavailable, users: self.users.clone() })
+                Arc::new(SiteKv {
+                    max_value,
+                    reads,
+                    state: Mutex::new(state),
+                    unavailable,
+                    users: self.users.clone(),
+                    counts: self.counts.clone(),
+                })
             })
             .clone()
     }
@@ -175,6 +202,7 @@ pub struct SiteKv {
     /// it never opened.
     unavailable: KvError,
     users: Arc<AtomicUsize>,
+    counts: Arc<KvCounts>,
 }
 
 /// A request that used the store since its last flush, counted as long as
@@ -213,7 +241,9 @@ impl SiteKv {
             return Err(KvError::KeyTooLong(key.len()));
         }
         let live = self.reads.load();
-        Ok(live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?.map(|value| value.to_vec()))
+        let value = live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?.map(|value| value.to_vec());
+        self.counts.count(0, &self.counts.bytes_read, value.as_ref().map_or(0, Vec::len));
+        Ok(value)
     }
 
     /// Makes every write this store's users may have seen, its own and any
@@ -262,6 +292,13 @@ impl SiteKv {
         if key.len() > MAX_KEY_BYTES {
             return Err(KvError::KeyTooLong(key.len()));
         }
+        let op = 1 + match kind {
+            WriteKind::Insert => 0,
+            WriteKind::Upsert => 1,
+            WriteKind::Append => 2,
+            WriteKind::Remove => 3,
+        };
+        self.counts.count(op, &self.counts.bytes_written, key.len() + value.len());
         let mut state = lock(&self.state);
         let state = state.as_mut().ok_or_else(|| self.unavailable.clone())?;
         let live = &*state.live;

@@ -49,6 +49,35 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+/// Figures other parts of the node keep in their own atomic counters,
+/// read at each scrape.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Readings {
+    pub pool_in_use: u64,
+    pub tls_failures: u64,
+    /// By `KV_OPS`.
+    pub kv_ops: [u64; 5],
+    pub kv_bytes_read: u64,
+    pub kv_bytes_written: u64,
+    /// By `OUTBOUND_RESULTS`.
+    pub outbound: [u64; 3],
+}
+
+/// The `op` labels of `Readings::kv_ops`, and the `result` labels of
+/// `Readings::outbound`.
+pub const KV_OPS: [&str; 5] = ["get", "insert", "upsert", "append", "remove"];
+pub const OUTBOUND_RESULTS: [&str; 3] = ["ok", "failed", "too-large"];
+
 fn seconds_histogram() -> Histogram {
     // 10 us to about 20 s.
     Histogram::new(exponential_buckets(10e-6, 2.0, 22))
@@ -68,8 +97,11 @@ pub struct Metrics {
     pool_in_use: Gauge,
     deploys: Family<ResultLabels, Counter>,
     tls_failures: Counter,
-    /// The failures count as of the last scrape.
-    tls_seen: std::sync::atomic::AtomicU64,
+    kv_ops: Family<OpLabels, Counter>,
+    kv_bytes: Family<DirectionLabels, Counter>,
+    outbound: Family<ResultLabels, Counter>,
+    /// The readings as of the last scrape: counters advance by the difference.
+    seen: std::sync::Mutex<Readings>,
 }
 
 impl Default for Metrics {
@@ -92,6 +124,7 @@ impl Metrics {
         let pool_in_use = Gauge::default();
         let deploys = Family::default();
         let tls_failures = Counter::default();
+        let (kv_ops, kv_bytes, outbound) = (Family::default(), Family::default(), Family::default());
         registry.register("requests", "Requests answered, by site, module and status", requests.clone());
         registry.register("request_duration_seconds", "Time from routing to the response head, by module", latency.clone());
         registry.register("sandbox_duration_seconds", "Time a request's guest spent in its sandbox, by module", sandbox.clone());
@@ -107,6 +140,9 @@ impl Metrics {
         registry.register("pool_slots_in_use", "Instance slots of the pooling allocator in use", pool_in_use.clone());
         registry.register("deploys", "Module uploads, by result (ok, refused, failed)", deploys.clone());
         registry.register("tls_handshake_failures", "TLS connections closed before their handshake finished", tls_failures.clone());
+        registry.register("kv_operations", "KV operations of guests, by op", kv_ops.clone());
+        registry.register("kv_bytes", "KV bytes read (values got) and written (keys and values), by direction", kv_bytes.clone());
+        registry.register("outbound_requests", "Requests guests sent out, by result (ok, failed, too-large)", outbound.clone());
         Metrics {
             registry,
             requests,
@@ -120,7 +156,10 @@ impl Metrics {
             pool_in_use,
             deploys,
             tls_failures,
-            tls_seen: Default::default(),
+            kv_ops,
+            kv_bytes,
+            outbound,
+            seen: Default::default(),
         }
     }
 
@@ -151,12 +190,25 @@ impl Metrics {
         self.deploys.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// The text exposition, with the pool's occupancy and the failed TLS
-    /// handshakes as of now.
-    pub fn encode(&self, pool_in_use: u64, tls_failures: u64) -> String {
-        self.pool_in_use.set(pool_in_use as i64);
-        let seen = self.tls_seen.swap(tls_failures, std::sync::atomic::Ordering::Relaxed);
-        self.tls_failures.inc_by(tls_failures.saturating_sub(seen));
+    /// The text exposition, with `now`'s readings.
+    pub fn encode(&self, now: Readings) -> String {
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let delta = |now: u64, seen: u64| now.saturating_sub(seen);
+            self.pool_in_use.set(now.pool_in_use as i64);
+            self.tls_failures.inc_by(delta(now.tls_failures, seen.tls_failures));
+            for (i, op) in KV_OPS.iter().enumerate() {
+                self.kv_ops.get_or_create(&OpLabels { op }).inc_by(delta(now.kv_ops[i], seen.kv_ops[i]));
+            }
+            self.kv_bytes.get_or_create(&DirectionLabels { direction: "read" }).inc_by(delta(now.kv_bytes_read, seen.kv_bytes_read));
+            self.kv_bytes
+                .get_or_create(&DirectionLabels { direction: "written" })
+                .inc_by(delta(now.kv_bytes_written, seen.kv_bytes_written));
+            for (i, result) in OUTBOUND_RESULTS.iter().enumerate() {
+                self.outbound.get_or_create(&ResultLabels { result }).inc_by(delta(now.outbound[i], seen.outbound[i]));
+            }
+            *seen = now;
+        }
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

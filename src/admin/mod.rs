@@ -153,8 +153,7 @@ impl AdminServer {
     }
 
     fn metrics(&self) -> Response<Full<Bytes>> {
-        let failed = self.store.certs.failed_handshakes.load(std::sync::atomic::Ordering::Relaxed);
-        let text = self.store.metrics.encode(self.store.pool_slots_in_use(), failed);
+        let text = self.store.metrics.encode(self.store.readings());
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
         response

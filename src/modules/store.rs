@@ -116,6 +116,20 @@ impl ModuleStore {
         Ok(Arc::new(store))
     }
 
+    /// What the metrics read from the other parts at a scrape.
+    pub fn readings(&self) -> crate::metrics::Readings {
+        use std::sync::atomic::Ordering::Relaxed;
+        let kv = &self.kv.counts;
+        crate::metrics::Readings {
+            pool_in_use: self.pool_slots_in_use(),
+            tls_failures: self.certs.failed_handshakes.load(Relaxed),
+            kv_ops: std::array::from_fn(|i| kv.ops[i].load(Relaxed)),
+            kv_bytes_read: kv.bytes_read.load(Relaxed),
+            kv_bytes_written: kv.bytes_written.load(Relaxed),
+            outbound: std::array::from_fn(|i| self.net.results[i].load(Relaxed)),
+        }
+    }
+
     /// Instance slots of the pooling allocator in use now.
     pub fn pool_slots_in_use(&self) -> u64 {
         self.runtime.engine.pooling_allocator_metrics().map_or(0, |m| m.core_instances())

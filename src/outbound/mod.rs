@@ -67,6 +67,10 @@ impl ByteBudget {
 pub struct Net {
     client: Client<HttpsConnector<GuardedConnector>, Full<Bytes>>,
     pub resolver: Resolver,
+    /// Sends by result, for the metrics: answered, failed (no connection,
+    /// a broken response), or a body over its limit: the order of
+    /// `metrics::OUTBOUND_RESULTS`.
+    pub results: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl Net {
@@ -79,7 +83,7 @@ impl Net {
             .enable_http2()
             .wrap_connector(GuardedConnector::new(admin));
         let client = Client::builder(TokioExecutor::new()).build(tls);
-        Ok(Arc::new(Net { client, resolver: Resolver::from_system()? }))
+        Ok(Arc::new(Net { client, resolver: Resolver::from_system()?, results: Default::default() }))
     }
 
     /// Sends one request and reads the whole response, its body capped at
@@ -87,6 +91,17 @@ impl Net {
     /// bounds the time it may take. The node frames the body itself, so
     /// framing headers the guest set are dropped.
     pub async fn send(&self, request: Request<Bytes>, max_body: usize, budget: &ByteBudget) -> Result<GuestResponse, OutboundError> {
+        let result = self.send_counted(request, max_body, budget).await;
+        let index = match &result {
+            Ok(_) => 0,
+            Err(OutboundError::Failed { .. } | OutboundError::Deadline) => 1,
+            Err(OutboundError::BodyTooLarge { .. } | OutboundError::BudgetSpent { .. }) => 2,
+        };
+        self.results[index].fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn send_counted(&self, request: Request<Bytes>, max_body: usize, budget: &ByteBudget) -> Result<GuestResponse, OutboundError> {
         let url = request.uri().to_string();
         let failed = |reason: String| OutboundError::Failed { url: url.clone(), reason };
         let (mut parts, body) = request.into_parts();

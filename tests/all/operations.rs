@@ -292,3 +292,28 @@ async fn uploads_received_at_once_are_bounded() {
     node.deploy_ok("_default", "fifth", fixture("hello")).await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_kv_operations_and_bytes_and_outbound_requests_by_result() {
+    let node = TestNode::start_with(|c| c.limits.outbound_hosts = vec!["127.0.0.1".into()]).await;
+    node.deploy_ok("_default", "kv", fixture("kv")).await;
+    node.deploy_ok("_default", "fetch", fixture("fetch")).await;
+    assert_eq!(node.send("PUT", "/kv/k1", None, &[], "value").await.text(), "1");
+    assert_eq!(node.send("GET", "/kv/k1", None, &[], Bytes::new()).await.text(), "1value");
+    // Port 1 on loopback answers nothing: a failed send.
+    let failed = node.send("GET", "/fetch", None, &[("x-url", "http://127.0.0.1:1/")], Bytes::new()).await;
+    assert_ne!(failed.status, 200, "{failed:?}");
+
+    let text = node.admin_get("/metrics").await.text();
+    let value = |sample: &str| -> f64 {
+        let line = text.lines().find(|line| line.starts_with(sample)).unwrap_or_else(|| panic!("no {sample} in:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value(r#"terrafirma_kv_operations_total{op="insert"}"#), 1.0);
+    assert_eq!(value(r#"terrafirma_kv_operations_total{op="get"}"#), 1.0);
+    assert_eq!(value(r#"terrafirma_kv_bytes_total{direction="written"}"#), 7.0, "key and value");
+    assert_eq!(value(r#"terrafirma_kv_bytes_total{direction="read"}"#), 5.0);
+    assert_eq!(value(r#"terrafirma_outbound_requests_total{result="failed"}"#), 1.0);
+    assert_eq!(value(r#"terrafirma_outbound_requests_total{result="ok"}"#), 0.0);
+    node.stop().await;
+}
