@@ -36,12 +36,9 @@ impl ServeCommand {
             let node = Node::start(config).await?;
             // Always printed, whatever the log level: scripts and tests read
             // the bound addresses (port 0 picks a free one) from here.
-            match node.tls_addr {
-                Some(tls) => eprintln!(
-                    "terrafirma: serving sites on http://{} and https://{tls} and the admin API on http://{}",
-                    node.http_addr, node.admin_addr
-                ),
-                None => eprintln!("terrafirma: serving sites on http://{} and the admin API on http://{}", node.http_addr, node.admin_addr),
+            eprintln!("terrafirma: serving sites on http://{} and the admin API on http://{}", node.http_addr, node.admin_addr);
+            if let Some(tls) = node.tls_addr {
+                eprintln!("terrafirma: serving sites over HTTPS on https://{tls}");
             }
             shutdown_signal().await;
             tracing::info!("shutting down");
