@@ -132,7 +132,7 @@ impl RequestId {
             _ => {
                 let mut text = bytes::BytesMut::with_capacity(24);
                 self.write_to(&mut text);
-                HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&text)).expect("hex digits and `-` are a valid header value")
+                HeaderValue::from_maybe_shared(text.freeze()).expect("hex digits and `-` are a valid header value")
             }
         }
     }

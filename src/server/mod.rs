@@ -65,7 +65,7 @@ impl SiteServer {
     pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<SiteBody> {
         let (parts, body) = request.into_parts();
         let id = RequestId::assign(&parts.headers);
-        let (response, shown) = self.answer(peer, parts, body, id.clone()).await;
+        let (response, shown) = self.answer(peer, parts, body, &id).await;
         let mut response = response.map(|body| match body {
             Answered::Full(full) => SiteBody::Left(full),
             Answered::Streaming(stream) => SiteBody::Right(stream),
@@ -81,7 +81,7 @@ impl SiteServer {
         peer: SocketAddr,
         parts: http::request::Parts,
         body: Incoming,
-        id: RequestId,
+        id: &RequestId,
     ) -> (Response<Answered>, Option<Cost>) {
         let started = Instant::now();
         let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
@@ -94,7 +94,6 @@ impl SiteServer {
         };
         let deployed = route.module;
         let limits = self.config.limits_for(&deployed.site);
-        let logged = self.config.access_log.then(|| id.clone());
         let outcome = match self.admit(&deployed).await {
             Ok(_passes) => self.run(&deployed, limits, peer, (parts, body, id), route.script_len).await,
             Err(crowded) => {
@@ -117,7 +116,7 @@ impl SiteServer {
         if let Some(cost) = cost {
             deployed.metrics.spent(&cost);
         }
-        if let Some(id) = logged {
+        if self.config.access_log {
             let (fuel, sandbox_us) = cost.map_or((0, 0), |c| (c.fuel, c.time.as_micros()));
             tracing::info!(
                 target: "access",
@@ -148,7 +147,7 @@ impl SiteServer {
         deployed: &Deployed,
         limits: &crate::config::Limits,
         peer: SocketAddr,
-        (parts, body, id): (http::request::Parts, Incoming, RequestId),
+        (parts, body, id): (http::request::Parts, Incoming, &RequestId),
         script_len: usize,
     ) -> Result<(Response<Answered>, Option<Cost>), (Response<Answered>, Option<Cost>)> {
         let max_body = limits.max_request_bytes;

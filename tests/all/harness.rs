@@ -242,6 +242,13 @@ impl TestNode {
     }
 }
 
+/// The value of the first line of a metrics text that starts with `sample`
+/// (a series name with its labels).
+pub fn sample_value(text: &str, sample: &str) -> f64 {
+    let line = text.lines().find(|line| line.starts_with(sample)).unwrap_or_else(|| panic!("no {sample} in:\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
 /// The WAT text of `tests/fixtures/NAME.wat`.
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.wat"));

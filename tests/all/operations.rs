@@ -160,10 +160,7 @@ async fn metrics_are_prometheus_text_with_requests_latency_faults_and_rejections
     let text = resp.text();
     assert!(text.contains("terrafirma_requests_total{"), "{text}");
     let Some(samples) = parse_metrics(&text) else { return node.stop().await };
-    let value = |sample: &str| -> f64 {
-        let line = samples.lines().find(|line| line.starts_with(sample)).unwrap_or_else(|| panic!("no {sample} in:\n{samples}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let value = |sample: &str| crate::harness::sample_value(&samples, sample);
     let hello = r#"module="hello",site="_default""#;
     assert!(value(&format!(r#"terrafirma_requests_total{{{hello},status="200"}}"#)) >= 3.0);
     assert!(value(&format!(r#"terrafirma_requests_total{{{hello},status="503"}}"#)) >= 1.0);
@@ -305,10 +302,7 @@ async fn metrics_count_kv_operations_and_bytes_and_outbound_requests_by_result()
     assert_ne!(failed.status, 200, "{failed:?}");
 
     let text = node.admin_get("/metrics").await.text();
-    let value = |sample: &str| -> f64 {
-        let line = text.lines().find(|line| line.starts_with(sample)).unwrap_or_else(|| panic!("no {sample} in:\n{text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let value = |sample: &str| crate::harness::sample_value(&text, sample);
     assert_eq!(value(r#"terrafirma_kv_operations_total{op="insert"}"#), 1.0);
     assert_eq!(value(r#"terrafirma_kv_operations_total{op="get"}"#), 1.0);
     assert_eq!(value(r#"terrafirma_kv_bytes_total{direction="written"}"#), 7.0, "key and value");
