@@ -89,7 +89,7 @@ if ! $rust_only; then
   say "C examples ($cc, $c_target, wasi-libc in $sysroot)"
   cflags=(--target="$c_target" --sysroot="$sysroot" -mexec-model=reactor -O2 -Wall -Wextra -Werror)
   # all-imports imports every hostcall of the header (tests/all/abi_table.rs).
-  for name in hello echo counter fetch all-imports; do
+  for name in hello echo counter fetch all-imports primes; do
     "$cc" "${cflags[@]}" -I "$root/sdk/c" -o "$out/c-$name.wasm" "$root/examples/c/${name//-/_}.c"
   done
   # Declares its hostcalls as plain externs, as 2019 guests did: they link as

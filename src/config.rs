@@ -88,6 +88,9 @@ pub struct Limits {
     pub max_concurrency: u32,
     /// Whether guest responses carry `x-terrafirma-fuel` and `x-terrafirma-time-us`.
     pub cost_headers: bool,
+    /// Whether a guest's `_initialize` is run once at upload and snapshotted
+    /// where that is safe (else it runs on every request).
+    pub preinitialize: bool,
     /// Modules one site may have deployed.
     pub max_modules: u64,
     /// Bytes of wasm one site may have stored, all its modules together.
@@ -106,6 +109,7 @@ impl Default for Limits {
             outbound_hosts: Vec::new(),
             max_concurrency: 64,
             cost_headers: true,
+            preinitialize: true,
             max_modules: 100,
             max_module_bytes: 256 << 20,
         }
@@ -160,6 +164,7 @@ struct LimitsFile {
     outbound_hosts: Option<Vec<String>>,
     max_concurrency: Option<u32>,
     cost_headers: Option<bool>,
+    preinitialize: Option<bool>,
     max_modules: Option<u64>,
     max_module_bytes: Option<u64>,
 }
@@ -184,6 +189,7 @@ impl LimitsFile {
             outbound_hosts: self.outbound_hosts.clone().unwrap_or_else(|| base.outbound_hosts.clone()),
             max_concurrency: self.max_concurrency.unwrap_or(base.max_concurrency),
             cost_headers: self.cost_headers.unwrap_or(base.cost_headers),
+            preinitialize: self.preinitialize.unwrap_or(base.preinitialize),
             max_modules: self.max_modules.unwrap_or(base.max_modules),
             max_module_bytes: self.max_module_bytes.unwrap_or(base.max_module_bytes),
         }

@@ -198,6 +198,7 @@ impl AdminServer {
                     json!({
                         "site": d.site, "name": d.name, "sha256": d.sha256, "bytes": d.bytes,
                         "abi": d.abi.as_str(), "compile_ms": outcome.compile_ms, "warnings": d.warnings,
+                        "initialization": d.initialization.as_str(), "initialization_reason": d.initialization.reason(),
                     }),
                 )
             }
@@ -221,6 +222,7 @@ fn describe(d: &Deployed) -> Value {
         "requests": d.requests.load(Relaxed), "errors": d.errors.load(Relaxed),
         "latency_us": quantiles(latency), "fuel": quantiles(fuel),
         "warnings": d.warnings,
+        "initialization": d.initialization.as_str(), "initialization_reason": d.initialization.reason(),
     })
 }
 

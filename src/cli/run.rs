@@ -66,7 +66,7 @@ impl RunCommand {
         let prepared = prepare(&bytes)?;
         let runtime = Runtime::new(RUN_SHAPE)?;
         let cache = cache_dir();
-        let code = load_or_compile(&runtime, &cache.join("artifacts"), &cache.join("tmp"), &prepared)?.code;
+        let code = load_or_compile(&runtime, &cache.join("artifacts"), &cache.join("tmp"), &prepared, None)?.code;
         let name = self.file.file_stem().and_then(|s| s.to_str()).unwrap_or("module").to_owned();
         super::tokio_runtime()?.block_on(async {
             let path = self.request.as_deref().unwrap_or("/");

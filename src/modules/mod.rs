@@ -3,6 +3,7 @@
 //! path reads (`registry`) and the drop folder (`watcher`).
 
 pub mod artifact;
+pub mod preinit;
 pub mod prepare;
 pub mod registry;
 pub mod store;

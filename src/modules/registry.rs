@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use crate::admission::Gate;
 use crate::executor::{Abi, Handler};
 use crate::metrics::ModuleMetrics;
+use crate::modules::preinit::Initialization;
 
 /// One version of one module, ready to serve.
 pub struct Deployed {
@@ -23,6 +24,8 @@ pub struct Deployed {
     pub abi: Abi,
     pub deployed_at: SystemTime,
     pub warnings: Vec<String>,
+    /// How its `_initialize` runs: once at upload, or per request and why.
+    pub initialization: Initialization,
     pub handler: Handler,
     pub requests: AtomicU64,
     pub errors: AtomicU64,

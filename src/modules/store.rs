@@ -216,9 +216,11 @@ impl ModuleStore {
     /// Prepares, compiles (or loads the cached artifact) and links a module.
     fn build(&self, site: &str, name: &str, upload: &[u8]) -> Result<(Arc<Deployed>, u64, Vec<u8>), DeployError> {
         let prepared = prepare(upload)?;
-        let compiled = load_or_compile(&self.runtime, &self.artifacts_dir, &self.tmp_dir, &prepared)
+        let site_limits = self.config.limits_for(site);
+        let limits = SandboxLimits::from(site_limits);
+        let preinit = site_limits.preinitialize.then_some(&limits);
+        let compiled = load_or_compile(&self.runtime, &self.artifacts_dir, &self.tmp_dir, &prepared, preinit)
             .map_err(|e| DeployError::Link(format!("compilation failed: {}", root_message(&e))))?;
-        let limits = SandboxLimits::from(self.config.limits_for(site));
         let kv = self.kv.site(site, limits.max_response_bytes);
         let allow = AllowList::parse(&self.config.limits_for(site).outbound_hosts).map_err(DeployError::SiteConfig)?;
         let net = SiteNet { net: self.net.clone(), allow: Arc::new(allow) };
@@ -239,6 +241,7 @@ impl ModuleStore {
             abi: prepared.abi,
             deployed_at: SystemTime::now(),
             warnings,
+            initialization: compiled.initialization,
             handler,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),

@@ -120,3 +120,23 @@ async fn sdk_guests_also_run_as_wasi_reactors_and_old_style_guests_still_run() {
     assert!(agent.text().contains("tester/1"), "{agent:?}");
     node.stop().await;
 }
+
+/// The C reactor whose constructor does the work: run once at upload, and
+/// every request still answers as the constructor left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_reactor_is_served_from_its_pre_initialised_image() {
+    tokio::task::spawn_blocking(built_examples).await.unwrap();
+    let node = TestNode::start_with(roomy).await;
+    let answer = node.deploy_ok("_default", "primes", guest("c", "primes")).await.json();
+    assert_eq!(answer["initialization"], "snapshot", "{answer}");
+    for (path, status, body) in [
+        ("/primes", 200, "78498 primes up to 1000000\n"),
+        ("/primes/1000", 200, "168 primes up to 1000\n"),
+        ("/primes/2", 200, "1 primes up to 2\n"),
+        ("/primes/1000001", 400, "this guest counts up to 1000000\n"),
+    ] {
+        let resp = node.get(path).await;
+        assert_eq!((resp.status, resp.text().as_str()), (status, body), "{path}");
+    }
+    node.stop().await;
+}

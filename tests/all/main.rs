@@ -17,6 +17,7 @@ mod https;
 mod kv;
 mod operations;
 mod outbound;
+mod preinit;
 mod process;
 mod routing;
 mod upstream;
