@@ -69,7 +69,7 @@ say "Rust examples ($rust_target)"
 cargo build --release --locked --target "$rust_target" --manifest-path "$root/examples/rust/Cargo.toml"
 # all-imports imports every hostcall of the SDK (tests/all/abi_table.rs);
 # cargo names its output all_imports.wasm.
-for name in hello echo counter fetch all-imports; do
+for name in hello echo counter fetch all-imports grep; do
   cp "$root/examples/rust/target/$rust_target/release/${name//-/_}.wasm" "$out/rust-$name.wasm"
 done
 # The 2019-style guest without the SDK.

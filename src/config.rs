@@ -28,6 +28,9 @@ pub struct Config {
     pub drain: Duration,
     /// One log line per request (target `access`).
     pub access_log: bool,
+    /// A new core module is first served with code from the baseline
+    /// compiler (Winch), while Cranelift compiles it in the background.
+    pub baseline_compiler: bool,
 }
 
 /// How long a client of either server may take.
@@ -149,6 +152,7 @@ struct ConfigFile {
     drain_ms: Option<u64>,
     #[serde(default)]
     access_log: bool,
+    baseline_compiler: Option<bool>,
 }
 
 /// Limits as written in the file: absent keys fall back to another level.
@@ -229,6 +233,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             drain: DRAIN,
             access_log: false,
+            baseline_compiler: true,
         }
     }
 }
@@ -291,6 +296,7 @@ impl Config {
             },
             drain: file.drain_ms.map_or(defaults.drain, Duration::from_millis),
             access_log: file.access_log,
+            baseline_compiler: file.baseline_compiler.unwrap_or(defaults.baseline_compiler),
         })
     }
 

@@ -199,6 +199,7 @@ impl AdminServer {
                         "site": d.site, "name": d.name, "sha256": d.sha256, "bytes": d.bytes,
                         "abi": d.abi.as_str(), "compile_ms": outcome.compile_ms, "warnings": d.warnings,
                         "initialization": d.initialization.as_str(), "initialization_reason": d.initialization.reason(),
+                        "compiler": outcome.compiler.as_str(),
                     }),
                 )
             }
@@ -223,6 +224,7 @@ fn describe(d: &Deployed) -> Value {
         "latency_us": quantiles(latency), "fuel": quantiles(fuel),
         "warnings": d.warnings,
         "initialization": d.initialization.as_str(), "initialization_reason": d.initialization.reason(),
+        "compiler": d.serving.load().compiler.as_str(),
     })
 }
 

@@ -160,3 +160,67 @@ fn nullary_export(module: &wasmtime::Module, name: &str) -> wasmtime::Result<Opt
         _ => wasmtime::bail!("export `{name}` must be a function of type [] -> []"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::EngineShape;
+    use crate::sandbox::SandboxLimits;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.wat"));
+        wat::parse_file(path).unwrap()
+    }
+
+    /// What a request to `fixture` gets from a handler on `runtime`'s engine.
+    async fn serve(runtime: &Arc<Runtime>, fixture_name: &str) -> Result<String, FaultKind> {
+        serve_with(runtime, fixture_name, 1_000_000).await
+    }
+
+    async fn serve_with(runtime: &Arc<Runtime>, fixture_name: &str, fuel: u64) -> Result<String, FaultKind> {
+        let limits = SandboxLimits {
+            fuel,
+            timeout: Duration::from_millis(300),
+            memory_bytes: 8 << 20,
+            max_response_bytes: 1 << 20,
+            max_request_bytes: 1 << 20,
+        };
+        let config = HandlerConfig { label: Arc::from("test/guest"), limits, prewarm: 0, kv: None, net: None };
+        let prepared = crate::modules::prepare::prepare(&fixture(fixture_name)).unwrap();
+        let module = wasmtime::Module::new(&runtime.engine, &prepared.rewritten).unwrap();
+        let (handler, _) = Handler::new(runtime, Code::Module(module), Abi::Terrafirma, config).unwrap();
+        let request = GuestRequest::new(
+            http::Method::GET,
+            http::Uri::from_static("/guest"),
+            http::HeaderMap::new(),
+            bytes::Bytes::new(),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            6,
+        );
+        match handler.handle(request, RequestBody::Full(bytes::Bytes::new())).await.answer {
+            Ok(Answer::Full(response)) => Ok(String::from_utf8_lossy(&response.body).into_owned()),
+            Ok(Answer::Streaming(_)) => panic!("a Terrafirma guest answers whole"),
+            Err(fault) => Err(fault.kind),
+        }
+    }
+
+    /// Baseline (Winch) code is held to the same limits, with the same
+    /// faults, as Cranelift code: fuel, the wall clock, memory, traps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn baseline_and_optimised_code_answer_and_fail_alike() {
+        let shape = EngineShape { instances: 4, max_memory_bytes: 8 << 20 };
+        let runtimes = [Runtime::new(shape).unwrap(), Runtime::baseline(shape).unwrap()];
+        for runtime in &runtimes {
+            assert_eq!(serve(runtime, "hello").await, Ok("Hello World!\n".to_owned()));
+            assert_eq!(serve(runtime, "initialize").await, Ok("init=1".to_owned()));
+            assert_eq!(serve(runtime, "spin").await, Err(FaultKind::Fuel));
+            assert_eq!(serve(runtime, "unreachable").await, Err(FaultKind::Trap));
+            assert_eq!(serve(runtime, "grow").await, Err(FaultKind::Memory));
+            assert_eq!(serve_with(runtime, "spin", u64::MAX / 4).await, Err(FaultKind::Timeout));
+            assert_eq!(serve(runtime, "recurse").await, Err(FaultKind::Trap));
+            assert_eq!(serve(runtime, "bounds").await, Err(FaultKind::Trap), "a read past the end of memory");
+        }
+    }
+}

@@ -8,7 +8,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::state::{TerrafirmaState, WasiState};
 use super::wasi_http::HttpState;
-use crate::engine::{EngineShape, EpochTicker, SlotReset, build_engine_with, compatibility_tag};
+use crate::engine::{EngineShape, EpochTicker, SlotReset, build_baseline_engine, build_engine_with, compatibility_tag};
 use crate::sandbox::CallMode;
 
 /// What the wasi:http linker provides: WASI 0.2 and wasi:http's client side.
@@ -43,9 +43,21 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The node's engine: Cranelift, the pooling allocator.
     pub fn new(shape: EngineShape) -> anyhow::Result<Arc<Runtime>> {
         let slot_reset = SlotReset::for_this_machine();
         let engine = build_engine_with(shape, &slot_reset)?;
+        Runtime::with_engine(engine, slot_reset)
+    }
+
+    /// The baseline engine new core modules are served from until their
+    /// Cranelift code is ready (`build_baseline_engine`).
+    pub fn baseline(shape: EngineShape) -> anyhow::Result<Arc<Runtime>> {
+        let reset = SlotReset { pagemap_scan: false, reason: "instances allocated on demand".into() };
+        Runtime::with_engine(build_baseline_engine(shape)?, reset)
+    }
+
+    fn with_engine(engine: Engine, slot_reset: SlotReset) -> anyhow::Result<Arc<Runtime>> {
         let mut wasi = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut wasi, |state: &mut WasiState| &mut state.wasi)?;
         wasmtime_wasi::p0::add_to_linker_async(&mut wasi, |state: &mut WasiState| &mut state.wasi)?;

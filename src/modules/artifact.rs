@@ -3,6 +3,7 @@
 //! `terrafirma run`'s cache), named by the module's sha256 and the engine's
 //! compatibility tag, loaded back with `Module::deserialize_file` (mmap).
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -58,10 +59,101 @@ fn preinit_paths(dir: &Path, runtime: &Runtime, sha256: &str) -> (PathBuf, PathB
     (dir.join(format!("{stem}.cwasm")), dir.join(format!("{stem}.init")))
 }
 
+/// Where a prepared module's artifact lives and how it is to be built: the
+/// steps of `load_or_compile`, apart so that a module can be served from
+/// other code (the baseline compiler) while its artifact is compiled.
+#[derive(Clone)]
+pub struct Plan {
+    abi: Abi,
+    path: PathBuf,
+    /// The file beside the artifact that records `Initialization`, for a
+    /// module whose `_initialize` is tried at upload.
+    init_path: Option<PathBuf>,
+    /// The limits `_initialize` is tried under, if it is.
+    preinit: Option<SandboxLimits>,
+    /// What a module not tried is: `None`, or per request because the site
+    /// turned pre-initialisation off.
+    untried: Initialization,
+}
+
+impl Plan {
+    /// With `preinit`, a Terrafirma guest that exports `_initialize` has it
+    /// run once under those limits and is compiled from the snapshot where
+    /// that is safe (`preinit`).
+    pub fn new(runtime: &Runtime, dir: &Path, prepared: &Prepared, preinit: Option<&SandboxLimits>) -> Plan {
+        let initializes = prepared.abi == Abi::Terrafirma && exports_initialize(&prepared.rewritten);
+        let untried = match initializes {
+            true => Initialization::PerRequest(PREINIT_OFF.to_owned()),
+            false => Initialization::None,
+        };
+        match preinit.filter(|_| initializes) {
+            Some(limits) => {
+                let (path, init) = preinit_paths(dir, runtime, &prepared.sha256);
+                Plan { abi: prepared.abi, path, init_path: Some(init), preinit: Some(*limits), untried }
+            }
+            None => {
+                Plan { abi: prepared.abi, path: artifact_path(dir, runtime, &prepared.sha256), init_path: None, preinit: None, untried }
+            }
+        }
+    }
+
+    /// The artifact already compiled for `runtime`'s engine, if there is a
+    /// readable one.
+    pub fn load_cached(&self, runtime: &Runtime) -> Option<Compiled> {
+        let initialization = match &self.init_path {
+            Some(init) => Initialization::decode(&std::fs::read_to_string(init).ok()?)?,
+            None => self.untried.clone(),
+        };
+        if !self.path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `precompile_module` of this engine
+        // configuration (the name carries its compatibility tag) through an
+        // atomic rename, and nothing but `Plan::compile` writes to a
+        // directory of artifacts.
+        match unsafe { load(runtime, self.abi, &self.path) } {
+            Ok(code) => Some(Compiled { code, compile_ms: 0, initialization }),
+            Err(error) => {
+                tracing::warn!("recompiling unreadable artifact {}: {error}", self.path.display());
+                None
+            }
+        }
+    }
+
+    /// Runs `_initialize` once on `engine` if the plan says so: the bytes to
+    /// compile (the snapshot, or the module as prepared) and how it went.
+    pub fn initialize<'a>(&self, engine: &wasmtime::Engine, prepared: &'a Prepared) -> (Initialization, Cow<'a, [u8]>) {
+        match &self.preinit {
+            Some(limits) => match preinitialize(engine, &prepared.rewritten, limits) {
+                Ok(snapshot) => (Initialization::Snapshot, Cow::Owned(snapshot)),
+                Err(reason) => (Initialization::PerRequest(reason), Cow::Borrowed(&prepared.rewritten)),
+            },
+            None => (self.untried.clone(), Cow::Borrowed(&prepared.rewritten)),
+        }
+    }
+
+    /// Compiles `wasm` (from `initialize`) for `runtime`'s engine, writes
+    /// the artifact and loads it back.
+    pub fn compile(&self, runtime: &Runtime, tmp: &Path, wasm: &[u8], initialization: Initialization) -> anyhow::Result<Compiled> {
+        let started = Instant::now();
+        let bytes = match self.abi {
+            Abi::WasiHttp => runtime.engine.precompile_component(wasm)?,
+            Abi::Terrafirma | Abi::WasiCgi => runtime.engine.precompile_module(wasm)?,
+        };
+        let compile_ms = started.elapsed().as_millis() as u64;
+        // The decision first: an artifact is only ever read beside its decision.
+        if let Some(init) = &self.init_path {
+            write_atomic(tmp, init, initialization.encode().as_bytes())?;
+        }
+        write_atomic(tmp, &self.path, &bytes)?;
+        // SAFETY: as in `load_cached`; the file was just written by this engine.
+        let code = unsafe { load(runtime, self.abi, &self.path)? };
+        Ok(Compiled { code, compile_ms, initialization })
+    }
+}
+
 /// Loads the artifact of `prepared` from `dir`, compiling and writing it if
-/// it is missing or unreadable. With `preinit`, a Terrafirma guest that
-/// exports `_initialize` has it run once under those limits and is compiled
-/// from the snapshot where that is safe (`preinit`).
+/// it is missing or unreadable; `preinit` as in `Plan::new`.
 pub fn load_or_compile(
     runtime: &Runtime,
     dir: &Path,
@@ -69,54 +161,14 @@ pub fn load_or_compile(
     prepared: &Prepared,
     preinit: Option<&SandboxLimits>,
 ) -> anyhow::Result<Compiled> {
-    let initializes = prepared.abi == Abi::Terrafirma && exports_initialize(&prepared.rewritten);
-    let unsnapshotted = match initializes {
-        true => Initialization::PerRequest(PREINIT_OFF.to_owned()),
-        false => Initialization::None,
-    };
-    let preinit = preinit.filter(|_| initializes);
-    let (path, init_path) = match preinit {
-        Some(_) => {
-            let (path, init) = preinit_paths(dir, runtime, &prepared.sha256);
-            (path, Some(init))
-        }
-        None => (artifact_path(dir, runtime, &prepared.sha256), None),
-    };
-    let cached_init = match &init_path {
-        Some(init) => std::fs::read_to_string(init).ok().and_then(|text| Initialization::decode(&text)),
-        None => Some(unsnapshotted.clone()),
-    };
-    if let Some(initialization) = cached_init.filter(|_| path.exists()) {
-        // SAFETY: the file was written by `precompile_module` of this engine
-        // configuration (the name carries its compatibility tag) through an
-        // atomic rename, and nothing but this function writes to a
-        // directory of artifacts.
-        match unsafe { load(runtime, prepared.abi, &path) } {
-            Ok(code) => return Ok(Compiled { code, compile_ms: 0, initialization }),
-            Err(error) => tracing::warn!("recompiling unreadable artifact {}: {error}", path.display()),
-        }
+    let plan = Plan::new(runtime, dir, prepared, preinit);
+    if let Some(compiled) = plan.load_cached(runtime) {
+        return Ok(compiled);
     }
     let started = Instant::now();
-    let (initialization, wasm) = match preinit {
-        Some(limits) => match preinitialize(&runtime.engine, &prepared.rewritten, limits) {
-            Ok(snapshot) => (Initialization::Snapshot, std::borrow::Cow::Owned(snapshot)),
-            Err(reason) => (Initialization::PerRequest(reason), std::borrow::Cow::Borrowed(&prepared.rewritten)),
-        },
-        None => (unsnapshotted, std::borrow::Cow::Borrowed(&prepared.rewritten)),
-    };
-    let bytes = match prepared.abi {
-        Abi::WasiHttp => runtime.engine.precompile_component(&wasm)?,
-        Abi::Terrafirma | Abi::WasiCgi => runtime.engine.precompile_module(&wasm)?,
-    };
-    let compile_ms = started.elapsed().as_millis() as u64;
-    // The decision first: an artifact is only ever read beside its decision.
-    if let Some(init) = &init_path {
-        write_atomic(tmp, init, initialization.encode().as_bytes())?;
-    }
-    write_atomic(tmp, &path, &bytes)?;
-    // SAFETY: as above; the file was just written by this engine.
-    let code = unsafe { load(runtime, prepared.abi, &path)? };
-    Ok(Compiled { code, compile_ms, initialization })
+    let (initialization, wasm) = plan.initialize(&runtime.engine, prepared);
+    let compiled = plan.compile(runtime, tmp, &wasm, initialization)?;
+    Ok(Compiled { compile_ms: started.elapsed().as_millis() as u64, ..compiled })
 }
 
 /// Compiles in memory only, with no artifact written (benches).

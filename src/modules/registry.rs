@@ -26,13 +26,40 @@ pub struct Deployed {
     pub warnings: Vec<String>,
     /// How its `_initialize` runs: once at upload, or per request and why.
     pub initialization: Initialization,
-    pub handler: Handler,
+    /// The code requests run now: baseline code is replaced once, when the
+    /// optimised code is ready; a request keeps the code it started with.
+    pub serving: ArcSwap<Serving>,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     /// Its site's admission gate, shared by all the site's modules.
     pub gate: Arc<Gate>,
     pub metrics: ModuleMetrics,
     pub stats: ModuleStats,
+}
+
+/// A module's handler and the compiler that made its code.
+pub struct Serving {
+    pub handler: Handler,
+    pub compiler: Compiler,
+}
+
+/// Which compiler made the code a module is served with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compiler {
+    /// Winch, the baseline compiler: what a new module is served with while
+    /// Cranelift compiles it.
+    Winch,
+    /// Cranelift, the optimising compiler.
+    Cranelift,
+}
+
+impl Compiler {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compiler::Winch => "winch",
+            Compiler::Cranelift => "cranelift",
+        }
+    }
 }
 
 impl Deployed {

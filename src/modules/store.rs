@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
-use super::artifact::{load_or_compile, write_atomic};
-use super::prepare::{PrepareError, prepare};
-use super::registry::{Deployed, ModuleStats, Registry};
+use super::artifact::{Compiled, Plan, write_atomic};
+use super::preinit::Initialization;
+use super::prepare::{PrepareError, Prepared, prepare};
+use super::registry::{Compiler, Deployed, ModuleStats, Registry, Serving};
 use crate::admission::Gate;
 use crate::certs::Certificates;
 use crate::config::Config;
-use crate::executor::{Handler, HandlerConfig, Runtime};
+use crate::engine::EngineShape;
+use crate::executor::{Abi, Code, Handler, HandlerConfig, Runtime};
 use crate::kv::KvStores;
 use crate::metrics::Metrics;
 use crate::names::{valid_module_name, valid_site_name};
@@ -58,6 +60,17 @@ pub struct DeployOutcome {
     pub deployed: Arc<Deployed>,
     pub replaced: bool,
     pub compile_ms: u64,
+    /// What compiled the code it was first served with.
+    pub compiler: Compiler,
+}
+
+/// A module built from an upload: what to serve, how long compiling took,
+/// the bytes to store and what compiled the code it is first served with.
+struct Built {
+    deployed: Arc<Deployed>,
+    compile_ms: u64,
+    original: Vec<u8>,
+    compiler: Compiler,
 }
 
 /// Size and modification time of a module file, to notice changes cheaply.
@@ -74,6 +87,10 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 pub struct ModuleStore {
     runtime: Arc<Runtime>,
+    /// The baseline compiler's engine, where new core modules are first
+    /// served from (`Config::baseline_compiler`), and the thread that
+    /// compiles them with Cranelift meanwhile, one at a time.
+    baseline: Option<(Arc<Runtime>, std::sync::mpsc::Sender<Upgrade>)>,
     /// The client and resolver the sites' guests share.
     net: Arc<Net>,
     config: Arc<Config>,
@@ -96,7 +113,12 @@ pub struct ModuleStore {
 impl ModuleStore {
     pub fn open(runtime: Arc<Runtime>, config: Arc<Config>, net: Arc<Net>) -> std::io::Result<Arc<ModuleStore>> {
         let data = &config.data;
+        let baseline = match config.baseline_compiler {
+            true => Some((Runtime::baseline(EngineShape::from_config(&config)).map_err(std::io::Error::other)?, Upgrade::start_thread()?)),
+            false => None,
+        };
         let store = ModuleStore {
+            baseline,
             sites_dir: data.join("sites"),
             artifacts_dir: data.join("artifacts"),
             tmp_dir: data.join("tmp"),
@@ -152,11 +174,11 @@ impl ModuleStore {
         let this = self.clone();
         let (site_owned, name_owned) = (site.to_owned(), name.to_owned());
         let (outcome, stamp) = tokio::task::spawn_blocking(move || {
-            let (deployed, compile_ms, original) = this.build(&site_owned, &name_owned, &upload)?;
+            let Built { deployed, compile_ms, original, compiler } = this.build(&site_owned, &name_owned, &upload)?;
             let path = this.module_path(&site_owned, &name_owned);
             write_atomic(&this.tmp_dir, &path, &original).map_err(|e| DeployError::Storage(e.to_string()))?;
             let replaced = this.registry.insert(deployed.clone()).is_some();
-            Ok::<_, DeployError>((DeployOutcome { deployed, replaced, compile_ms }, stamp(&path)))
+            Ok::<_, DeployError>((DeployOutcome { deployed, replaced, compile_ms, compiler }, stamp(&path)))
         })
         .await
         .map_err(|e| DeployError::Storage(format!("deploy task failed: {e}")))??;
@@ -214,15 +236,14 @@ impl ModuleStore {
     }
 
     /// Prepares, compiles (or loads the cached artifact) and links a module.
-    fn build(&self, site: &str, name: &str, upload: &[u8]) -> Result<(Arc<Deployed>, u64, Vec<u8>), DeployError> {
+    /// A core module with no artifact yet is served with baseline code,
+    /// and its Cranelift code takes over when the upgrade thread has it.
+    fn build(&self, site: &str, name: &str, upload: &[u8]) -> Result<Built, DeployError> {
         let prepared = prepare(upload)?;
         let site_limits = self.config.limits_for(site);
         let limits = SandboxLimits::from(site_limits);
-        let preinit = site_limits.preinitialize.then_some(&limits);
-        let compiled = load_or_compile(&self.runtime, &self.artifacts_dir, &self.tmp_dir, &prepared, preinit)
-            .map_err(|e| DeployError::Link(format!("compilation failed: {}", root_message(&e))))?;
         let kv = self.kv.site(site, limits.max_response_bytes);
-        let allow = AllowList::parse(&self.config.limits_for(site).outbound_hosts).map_err(DeployError::SiteConfig)?;
+        let allow = AllowList::parse(&site_limits.outbound_hosts).map_err(DeployError::SiteConfig)?;
         let net = SiteNet { net: self.net.clone(), allow: Arc::new(allow) };
         let config = HandlerConfig {
             label: Arc::from(format!("{site}/{name}")),
@@ -231,8 +252,32 @@ impl ModuleStore {
             kv: Some(kv),
             net: Some(net),
         };
+        let plan = Plan::new(&self.runtime, &self.artifacts_dir, &prepared, site_limits.preinitialize.then_some(&limits));
+        let started = std::time::Instant::now();
+        let (compiled, compiler, upgrade) = match plan.load_cached(&self.runtime) {
+            Some(compiled) => (compiled, Compiler::Cranelift, None),
+            None => match self.compile_baseline(&plan, &prepared) {
+                Some((compiled, wasm)) => {
+                    let initialization = compiled.initialization.clone();
+                    (compiled, Compiler::Winch, Some((wasm, initialization)))
+                }
+                None => {
+                    let (initialization, wasm) = plan.initialize(&self.runtime.engine, &prepared);
+                    let compiled = plan
+                        .compile(&self.runtime, &self.tmp_dir, &wasm, initialization)
+                        .map_err(|e| DeployError::Link(format!("compilation failed: {}", root_message(&e))))?;
+                    (compiled, Compiler::Cranelift, None)
+                }
+            },
+        };
+        // 0 for a cached artifact, as `Plan::load_cached` says.
+        let compile_ms = if compiler == Compiler::Cranelift && compiled.compile_ms == 0 { 0 } else { started.elapsed().as_millis() as u64 };
+        let runtime = match compiler {
+            Compiler::Winch => &self.baseline.as_ref().expect("baseline code comes from the baseline engine").0,
+            Compiler::Cranelift => &self.runtime,
+        };
         let (handler, warnings) =
-            Handler::new(&self.runtime, compiled.code, prepared.abi, config).map_err(|e| DeployError::Link(root_message(&e.into())))?;
+            Handler::new(runtime, compiled.code, prepared.abi, config.clone()).map_err(|e| DeployError::Link(root_message(&e.into())))?;
         let deployed = Arc::new(Deployed {
             site: site.to_owned(),
             name: name.to_owned(),
@@ -242,14 +287,48 @@ impl ModuleStore {
             deployed_at: SystemTime::now(),
             warnings,
             initialization: compiled.initialization,
-            handler,
+            serving: arc_swap::ArcSwap::from_pointee(Serving { handler, compiler }),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             gate: self.gate(site),
             metrics: self.metrics.module(site, name),
             stats: ModuleStats::default(),
         });
-        Ok((deployed, compiled.compile_ms, prepared.original))
+        if let (Some((wasm, initialization)), Some((_, jobs))) = (upgrade, &self.baseline) {
+            let job = Upgrade {
+                runtime: self.runtime.clone(),
+                tmp: self.tmp_dir.clone(),
+                plan,
+                wasm,
+                initialization,
+                config,
+                abi: prepared.abi,
+                deployed: Arc::downgrade(&deployed),
+            };
+            if jobs.send(job).is_err() {
+                tracing::error!(%site, module = %name, "the Cranelift thread is gone: the module stays on baseline code");
+            }
+        }
+        Ok(Built { deployed, compile_ms, original: prepared.original, compiler })
+    }
+
+    /// Baseline code for a core module, and the bytes it was compiled from
+    /// (after pre-initialisation) for the Cranelift upgrade; `None` where
+    /// there is no baseline engine, for components, or where Winch cannot
+    /// compile the module (then Cranelift compiles it right away).
+    fn compile_baseline(&self, plan: &Plan, prepared: &Prepared) -> Option<(Compiled, Vec<u8>)> {
+        let (baseline, _) = self.baseline.as_ref().filter(|_| prepared.abi != Abi::WasiHttp)?;
+        let (initialization, wasm) = plan.initialize(&baseline.engine, prepared);
+        match wasmtime::Module::new(&baseline.engine, &wasm) {
+            Ok(module) => Some((Compiled { code: Code::Module(module), compile_ms: 0, initialization }, wasm.into_owned())),
+            Err(error) => {
+                tracing::info!(
+                    "the baseline compiler cannot compile this module ({}); compiling it with Cranelift",
+                    root_message(&error.into())
+                );
+                None
+            }
+        }
     }
 
     /// Brings the registry in line with `DATA/sites`: new or changed files are
@@ -299,7 +378,7 @@ impl ModuleStore {
                 continue;
             }
             match self.build(&site, &name, &bytes) {
-                Ok((deployed, compile_ms, _)) => {
+                Ok(Built { deployed, compile_ms, .. }) => {
                     tracing::info!(%site, module = %name, sha256 = %deployed.sha256, compile_ms, "deployed from the data folder");
                     self.registry.insert(deployed);
                 }
@@ -328,6 +407,84 @@ impl ModuleStore {
             }
         }
         files
+    }
+}
+
+/// A module served with baseline code, to be compiled with Cranelift and
+/// switched over.
+struct Upgrade {
+    runtime: Arc<Runtime>,
+    tmp: PathBuf,
+    plan: Plan,
+    wasm: Vec<u8>,
+    initialization: Initialization,
+    config: HandlerConfig,
+    abi: Abi,
+    /// Weak: a version replaced or removed before its turn is not compiled.
+    deployed: std::sync::Weak<Deployed>,
+}
+
+impl Upgrade {
+    /// The thread that runs upgrades in the order they were sent; it ends
+    /// when the store (the sender) is dropped.
+    ///
+    /// Cranelift compiles a module's functions in parallel on rayon's
+    /// threads. Upgrades get a rayon pool of their own, at a lower CPU
+    /// priority (`UPGRADE_NICE`), so that a new upload's baseline compile
+    /// (on the global pool) and the requests being served are not held up
+    /// behind a background compile.
+    fn start_thread() -> std::io::Result<std::sync::mpsc::Sender<Upgrade>> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Upgrade>();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("cranelift-{i}"))
+            .start_handler(|_| lower_this_threads_priority())
+            .build()
+            .map_err(std::io::Error::other)?;
+        std::thread::Builder::new().name("cranelift-upgrade".into()).spawn(move || {
+            lower_this_threads_priority();
+            for job in queue {
+                pool.install(|| job.run());
+            }
+        })?;
+        Ok(jobs)
+    }
+
+    fn run(self) {
+        if self.deployed.strong_count() == 0 {
+            return;
+        }
+        let label = self.config.label.clone();
+        let started = std::time::Instant::now();
+        let result = self
+            .plan
+            .compile(&self.runtime, &self.tmp, &self.wasm, self.initialization)
+            .and_then(|compiled| Ok(Handler::new(&self.runtime, compiled.code, self.abi, self.config)?.0));
+        match (result, self.deployed.upgrade()) {
+            (Ok(handler), Some(deployed)) => {
+                deployed.serving.store(Arc::new(Serving { handler, compiler: Compiler::Cranelift }));
+                let compile_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(module = %label, compile_ms, "optimised (Cranelift) code now serves");
+            }
+            (Ok(_), None) => {}
+            (Err(error), _) => {
+                tracing::warn!(module = %label, "Cranelift compilation failed; baseline code keeps serving: {}", root_message(&error))
+            }
+        }
+    }
+}
+
+/// The nice value of the threads that compile upgrades: about a tenth of
+/// the CPU of a normal thread when both want it, so a node under load still
+/// gets its optimised code, later.
+const UPGRADE_NICE: libc::c_int = 10;
+
+/// Linux keeps a nice value per thread: this lowers the calling thread's.
+fn lower_this_threads_priority() {
+    // SAFETY: plain syscalls on the calling thread; a failure only leaves
+    // its priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, UPGRADE_NICE);
     }
 }
 

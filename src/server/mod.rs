@@ -157,7 +157,8 @@ impl SiteServer {
         if declared.is_some_and(|len| len > max_body) {
             return Err(too_large());
         }
-        let body = if deployed.handler.streams_bodies() {
+        let serving = deployed.serving.load_full();
+        let body = if serving.handler.streams_bodies() {
             RequestBody::Streaming(body)
         } else if body.is_end_stream() {
             RequestBody::Full(Bytes::new())
@@ -175,7 +176,7 @@ impl SiteServer {
             }
         };
         let request = GuestRequest::new(parts.method, parts.uri, parts.headers, Bytes::new(), peer.ip(), script_len).with_id(id.clone());
-        let Served { answer, cost } = deployed.handler.handle(request, body).await;
+        let Served { answer, cost } = serving.handler.handle(request, body).await;
         let response = match answer {
             Ok(Answer::Full(response)) if response.status.is_informational() => {
                 return Err((fault(deployed, informational(response.status)), cost));

@@ -20,5 +20,6 @@ mod outbound;
 mod preinit;
 mod process;
 mod routing;
+mod tiers;
 mod upstream;
 mod wasi_http;
