@@ -70,11 +70,13 @@ else
   say "warning: rustup not found; skipping wasm32 targets (only needed to build Rust guests)"
 fi
 
-# 3. Debian packages: a C compiler (mimalloc and other -sys crates build C)
-#    and curl (scripts/demo.sh and loadtest/compare.sh talk HTTP with it).
+# 3. Debian packages: a C compiler (mimalloc and other -sys crates build C),
+#    curl (scripts/demo.sh and loadtest/compare.sh talk HTTP with it) and
+#    nats-server (the fleet tests start JetStream servers of their own).
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 if $bench; then
   # wrk and hyperfine for loadtest/; podman, runc, busybox and node for the
   # rows of `cargo bench --bench startup`; bc and perf-free CPU sampling
@@ -90,7 +92,7 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi
-say "ok: cc, curl$($bench && echo ', wrk, hyperfine, podman, runc, busybox, node, bc')"
+say "ok: cc, curl, nats-server$($bench && echo ', wrk, hyperfine, podman, runc, busybox, node, bc')"
 
 # 4. C guests (the tests build examples/c with sdk/c/terrafirma.h): clang,
 #    wasm-ld, wasi-libc, and compiler-rt's wasm32 builtins for this clang.

@@ -31,6 +31,43 @@ pub struct Config {
     /// A new core module is first served with code from the baseline
     /// compiler (Winch), while Cranelift compiles it in the background.
     pub baseline_compiler: bool,
+    /// The fleet this node is part of; `None`: a node on its own.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: the NATS JetStream servers a fleet of nodes shares, and how
+/// its buckets are named and replicated.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Server URLs (`nats://HOST:PORT`); the client tries each.
+    pub nats: Vec<String>,
+    /// A token the servers require, if they do.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Bucket names start with it: `PREFIX-modules` (objects) and
+    /// `PREFIX-deployments` (key-value).
+    #[serde(default = "default_fleet_prefix")]
+    pub prefix: String,
+    /// Copies JetStream keeps of each bucket (1 for one server; 3 for a
+    /// three-server cluster).
+    #[serde(default = "default_fleet_replicas")]
+    pub replicas: usize,
+}
+
+fn default_fleet_prefix() -> String {
+    "terrafirma".to_owned()
+}
+
+fn default_fleet_replicas() -> usize {
+    1
+}
+
+impl FleetConfig {
+    /// One server, the defaults for the rest (`--fleet URL`).
+    pub fn at(url: &str) -> FleetConfig {
+        FleetConfig { nats: vec![url.to_owned()], token: None, prefix: default_fleet_prefix(), replicas: default_fleet_replicas() }
+    }
 }
 
 /// How long a client of either server may take.
@@ -153,6 +190,7 @@ struct ConfigFile {
     #[serde(default)]
     access_log: bool,
     baseline_compiler: Option<bool>,
+    fleet: Option<FleetConfig>,
 }
 
 /// Limits as written in the file: absent keys fall back to another level.
@@ -207,6 +245,8 @@ pub struct Overrides {
     pub tls_listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub data: Option<PathBuf>,
+    /// `--fleet URL`: one NATS server, in place of the file's `[fleet] nats`.
+    pub fleet: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +274,7 @@ impl Default for Config {
             drain: DRAIN,
             access_log: false,
             baseline_compiler: true,
+            fleet: None,
         }
     }
 }
@@ -263,6 +304,12 @@ impl Config {
         }
         if let Some(data) = &overrides.data {
             config.data = data.clone();
+        }
+        if let Some(url) = &overrides.fleet {
+            match &mut config.fleet {
+                Some(fleet) => fleet.nats = vec![url.clone()],
+                None => config.fleet = Some(FleetConfig::at(url)),
+            }
         }
         config.validate()?;
         Ok(config)
@@ -297,6 +344,7 @@ impl Config {
             drain: file.drain_ms.map_or(defaults.drain, Duration::from_millis),
             access_log: file.access_log,
             baseline_compiler: file.baseline_compiler.unwrap_or(defaults.baseline_compiler),
+            fleet: file.fleet,
         })
     }
 
@@ -307,6 +355,18 @@ impl Config {
         }
         if self.http.head_timeout.is_zero() || self.http.body_timeout.is_zero() {
             return bad("http.head_timeout_ms and http.body_timeout_ms must be positive".into());
+        }
+        if let Some(fleet) = &self.fleet {
+            if fleet.nats.is_empty() {
+                return bad("fleet.nats must name at least one server".into());
+            }
+            let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if fleet.prefix.is_empty() || !fleet.prefix.chars().all(valid) {
+                return bad(format!("fleet.prefix {:?}: use letters, digits, `-` and `_`", fleet.prefix));
+            }
+            if !(1..=5).contains(&fleet.replicas) {
+                return bad("fleet.replicas must be between 1 and 5".into());
+            }
         }
         if self.pool.prewarm > 64 {
             return bad("pool.prewarm must be at most 64".into());

@@ -14,6 +14,7 @@ mod certs;
 pub mod config;
 pub mod engine;
 pub mod executor;
+pub mod fleet;
 pub mod kv;
 pub mod messages;
 mod metrics;

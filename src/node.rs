@@ -32,6 +32,8 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     drop_folder: DropFolder,
+    /// Applies the fleet's deployments, in a fleet.
+    follower: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -53,9 +55,14 @@ impl Node {
         let runtime = Runtime::new(EngineShape::from_config(&config)).context("cannot create the wasm engine")?;
         tracing::info!("{}", runtime.slot_reset.reason);
         let net = Net::new(Some(admin_addr)).context("cannot set up outbound HTTP and DNS")?;
-        let store = ModuleStore::open(runtime, config.clone(), net)
+        let fleet = match &config.fleet {
+            Some(fleet) => Some(crate::fleet::Fleet::connect(fleet, &config.data).await.context("cannot set up the fleet's NATS client")?),
+            None => None,
+        };
+        let store = ModuleStore::open(runtime, config.clone(), net, fleet.clone())
             .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;
         store.rescan().await;
+        let follower = fleet.map(|fleet| fleet.follow(store.clone()));
 
         if config.admin_token.is_none() && config.sites.values().all(|s| s.token.is_none()) && !admin_addr.ip().is_loopback() {
             tracing::warn!("no admin token configured: the admin API on {admin_addr} answers loopback clients only");
@@ -104,7 +111,7 @@ impl Node {
         ]);
         let drop_folder = DropFolder::start(store.clone());
         tracing::info!(%http_addr, ?tls_addr, %admin_addr, data = %config.data.display(), "serving");
-        Ok(RunningNode { http_addr, tls_addr, admin_addr, store, stop, servers, drop_folder })
+        Ok(RunningNode { http_addr, tls_addr, admin_addr, store, stop, servers, drop_folder, follower })
     }
 }
 
@@ -118,6 +125,10 @@ impl RunningNode {
             let _ = server.await;
         }
         self.drop_folder.stop().await;
+        if let Some(follower) = self.follower {
+            follower.abort();
+            let _ = follower.await;
+        }
         self.store.close().await;
     }
 }

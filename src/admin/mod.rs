@@ -120,6 +120,7 @@ impl AdminServer {
                     response
                 }
                 Ok(false) => error(StatusCode::NOT_FOUND, &format!("no module {name:?} on site {site:?}")),
+                Err(e @ DeployError::Fleet(_)) => unavailable(&e.to_string()),
                 Err(e) if e.is_client_error() => error(StatusCode::BAD_REQUEST, &e.to_string()),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             },
@@ -204,6 +205,7 @@ impl AdminServer {
                 )
             }
             Err(e @ DeployError::Quota(_)) => error(StatusCode::FORBIDDEN, &e.to_string()),
+            Err(e @ DeployError::Fleet(_)) => unavailable(&e.to_string()),
             Err(e) if e.is_client_error() => error(StatusCode::BAD_REQUEST, &e.to_string()),
             Err(e) => {
                 tracing::error!(site, module = name, "deploy failed: {e}");
@@ -234,6 +236,13 @@ fn json_response(status: StatusCode, value: Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// 503 with `Retry-After`: the fleet's servers did not answer.
+fn unavailable(message: &str) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }
 

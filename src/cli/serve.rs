@@ -25,12 +25,16 @@ pub struct ServeCommand {
     /// TOML configuration file
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Join a fleet through this NATS JetStream server (nats://HOST:PORT) [default: the file's [fleet], else none]
+    #[arg(long)]
+    fleet: Option<String>,
 }
 
 impl ServeCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         super::init_logging("info,cranelift=warn,wasmtime=warn,access=info");
-        let overrides = Overrides { listen: self.listen, tls_listen: self.tls_listen, admin: self.admin, data: self.data };
+        let overrides =
+            Overrides { listen: self.listen, tls_listen: self.tls_listen, admin: self.admin, data: self.data, fleet: self.fleet };
         let config = Config::load(self.config.as_deref(), &overrides)?;
         super::tokio_runtime()?.block_on(async {
             let node = Node::start(config).await?;

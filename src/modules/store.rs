@@ -43,6 +43,9 @@ pub enum DeployError {
     /// Over the site's `max_modules` or `max_module_bytes`.
     #[error("{0}")]
     Quota(String),
+    /// The node is in a fleet whose servers did not take the change.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// The node's configuration for the site is not usable (the config is
     /// validated at start, so this is a node bug, not the upload's fault).
     #[error("the site's configuration is invalid: {0}")]
@@ -52,7 +55,7 @@ pub enum DeployError {
 impl DeployError {
     /// Whether the upload itself is at fault (400) rather than the node (500).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, DeployError::Storage(_) | DeployError::SiteConfig(_))
+        !matches!(self, DeployError::Storage(_) | DeployError::SiteConfig(_) | DeployError::Fleet(_))
     }
 }
 
@@ -105,13 +108,23 @@ pub struct ModuleStore {
     /// Each site's admission gate (`max_concurrency` permits), made at its
     /// first deploy and shared by its modules and their later versions.
     gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
+    /// The fleet this node is part of: deploys and deletions through the
+    /// admin API go to it first.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// Set by `close`: the fleet's follower stops.
+    closed: std::sync::atomic::AtomicBool,
     /// Serialises every change; also guards what the scan last saw of each
     /// file (a deployed stamp, or one that failed and is not retried).
     scan_state: tokio::sync::Mutex<HashMap<(String, String), Stamp>>,
 }
 
 impl ModuleStore {
-    pub fn open(runtime: Arc<Runtime>, config: Arc<Config>, net: Arc<Net>) -> std::io::Result<Arc<ModuleStore>> {
+    pub fn open(
+        runtime: Arc<Runtime>,
+        config: Arc<Config>,
+        net: Arc<Net>,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
+    ) -> std::io::Result<Arc<ModuleStore>> {
         let data = &config.data;
         let baseline = match config.baseline_compiler {
             true => Some((Runtime::baseline(EngineShape::from_config(&config)).map_err(std::io::Error::other)?, Upgrade::start_thread()?)),
@@ -119,6 +132,8 @@ impl ModuleStore {
         };
         let store = ModuleStore {
             baseline,
+            fleet,
+            closed: std::sync::atomic::AtomicBool::new(false),
             sites_dir: data.join("sites"),
             artifacts_dir: data.join("artifacts"),
             tmp_dir: data.join("tmp"),
@@ -166,16 +181,40 @@ impl ModuleStore {
     }
 
     /// Validates, compiles and serves an upload, then stores it as
-    /// `DATA/sites/SITE/NAME.wasm`. On any error nothing changes.
+    /// `DATA/sites/SITE/NAME.wasm`. In a fleet, the upload goes to the
+    /// fleet's servers after it compiled and before it is served here, so
+    /// every node gets it. On any error nothing changes.
     pub async fn deploy(self: &Arc<Self>, site: &str, name: &str, upload: bytes::Bytes) -> Result<DeployOutcome, DeployError> {
+        self.deploy_with(site, name, upload, self.fleet.as_ref()).await
+    }
+
+    /// `deploy` of what the fleet already has (the fleet's follower).
+    pub async fn deploy_local(self: &Arc<Self>, site: &str, name: &str, upload: bytes::Bytes) -> Result<DeployOutcome, DeployError> {
+        self.deploy_with(site, name, upload, None).await
+    }
+
+    async fn deploy_with(
+        self: &Arc<Self>,
+        site: &str,
+        name: &str,
+        upload: bytes::Bytes,
+        fleet: Option<&Arc<crate::fleet::Fleet>>,
+    ) -> Result<DeployOutcome, DeployError> {
         check_names(site, name)?;
         let mut scan_state = self.scan_state.lock().await;
         self.check_quota(site, name, upload.len() as u64)?;
         let this = self.clone();
         let (site_owned, name_owned) = (site.to_owned(), name.to_owned());
+        let built = tokio::task::spawn_blocking(move || this.build(&site_owned, &name_owned, &upload))
+            .await
+            .map_err(|e| DeployError::Storage(format!("deploy task failed: {e}")))??;
+        let Built { deployed, compile_ms, original, compiler } = built;
+        if let Some(fleet) = fleet {
+            fleet.publish(site, name, &original, &deployed.sha256, deployed.abi.as_str()).await?;
+        }
+        let path = self.module_path(site, name);
+        let this = self.clone();
         let (outcome, stamp) = tokio::task::spawn_blocking(move || {
-            let Built { deployed, compile_ms, original, compiler } = this.build(&site_owned, &name_owned, &upload)?;
-            let path = this.module_path(&site_owned, &name_owned);
             write_atomic(&this.tmp_dir, &path, &original).map_err(|e| DeployError::Storage(e.to_string()))?;
             let replaced = this.registry.insert(deployed.clone()).is_some();
             Ok::<_, DeployError>((DeployOutcome { deployed, replaced, compile_ms, compiler }, stamp(&path)))
@@ -188,9 +227,15 @@ impl ModuleStore {
         Ok(outcome)
     }
 
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Stops serving everything and closes the sites' KV stores, releasing
     /// their files.
     pub async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
         let _scan_state = self.scan_state.lock().await;
         for deployed in self.registry.all() {
             self.registry.remove(&deployed.site, &deployed.name);
@@ -198,8 +243,24 @@ impl ModuleStore {
         self.kv.close().await;
     }
 
-    /// Stops serving a module and deletes its file. `false` if there was none.
+    /// Stops serving a module and deletes its file. `false` if there was
+    /// none. In a fleet, the deletion goes to the fleet's servers first.
     pub async fn remove(&self, site: &str, name: &str) -> Result<bool, DeployError> {
+        check_names(site, name)?;
+        let Some(fleet) = &self.fleet else { return self.remove_local(site, name).await };
+        // Asked before the deletion goes out: this node's follower may
+        // apply it before `remove_local` below runs.
+        let existed = self.registry.get(site, name).is_some() || self.module_path(site, name).exists();
+        if !existed {
+            return Ok(false);
+        }
+        fleet.retract(site, name).await?;
+        self.remove_local(site, name).await?;
+        Ok(true)
+    }
+
+    /// `remove` of what the fleet already deleted (the fleet's follower).
+    pub async fn remove_local(&self, site: &str, name: &str) -> Result<bool, DeployError> {
         check_names(site, name)?;
         let mut scan_state = self.scan_state.lock().await;
         scan_state.remove(&(site.to_owned(), name.to_owned()));

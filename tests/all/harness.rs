@@ -113,6 +113,19 @@ pub fn test_config(data: &Path) -> Config {
     }
 }
 
+/// A node shut down by `TestNode::stopped`, its data kept.
+pub struct Stopped {
+    config: Config,
+    dir: TempDir,
+}
+
+impl Stopped {
+    /// The node started again over the same data directory.
+    pub async fn start(self) -> TestNode {
+        TestNode::boot(self.dir, self.config).await
+    }
+}
+
 /// A running node and the data directory it owns.
 pub struct TestNode {
     pub node: RunningNode,
@@ -153,6 +166,14 @@ impl TestNode {
 
     pub async fn stop(self) {
         self.node.shutdown().await;
+    }
+
+    /// Shuts the node down, keeping its data directory and config for
+    /// `Stopped::start`.
+    pub async fn stopped(self) -> Stopped {
+        let TestNode { node, config, dir } = self;
+        node.shutdown().await;
+        Stopped { config, dir }
     }
 
     pub fn data(&self) -> &Path {

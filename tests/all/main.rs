@@ -11,6 +11,7 @@ mod crash;
 mod dropfolder;
 mod examples;
 mod faults;
+mod fleet;
 mod fuzz;
 mod harness;
 mod https;
