@@ -122,19 +122,28 @@ pub fn build_engine_with(shape: EngineShape, reset: &SlotReset) -> wasmtime::Res
         .async_stack_keep_resident(16 << 10)
         .pagemap_scan(if reset.pagemap_scan { Enabled::Auto } else { Enabled::No });
 
-    let mut config = WasmtimeConfig::new();
+    let mut config = sandboxed_config(shape);
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .memory_guard_size(GUARD_BYTES)
+        .signals_based_traps(false);
+    Engine::new(&config)
+}
+
+/// What every engine of a node shares: copy-on-write memory images,
+/// memories reserved at the configured cap, fuel, epoch interruption, the
+/// stack sizes.
+fn sandboxed_config(shape: EngineShape) -> WasmtimeConfig {
+    let mut config = WasmtimeConfig::new();
+    config
         .memory_init_cow(true)
         .memory_reservation(shape.max_memory_bytes as u64)
         .memory_reservation_for_growth(0)
-        .memory_guard_size(GUARD_BYTES)
-        .signals_based_traps(false)
         .consume_fuel(true)
         .epoch_interruption(true)
         .max_wasm_stack(512 << 10)
         .async_stack_size(1 << 20);
-    Engine::new(&config)
+    config
 }
 
 /// The engine a new core module is served from while Cranelift compiles
@@ -145,18 +154,11 @@ pub fn build_engine_with(shape: EngineShape, reset: &SlotReset) -> wasmtime::Res
 /// them); and the trap handling Winch needs: signals, with a guard region
 /// after each memory.
 pub fn build_baseline_engine(shape: EngineShape) -> wasmtime::Result<Engine> {
-    let mut config = WasmtimeConfig::new();
+    let mut config = sandboxed_config(shape);
     config
         .strategy(wasmtime::Strategy::Winch)
         .allocation_strategy(InstanceAllocationStrategy::OnDemand)
-        .memory_init_cow(true)
-        .memory_reservation(shape.max_memory_bytes as u64)
-        .memory_reservation_for_growth(0)
-        .signals_based_traps(true)
-        .consume_fuel(true)
-        .epoch_interruption(true)
-        .max_wasm_stack(512 << 10)
-        .async_stack_size(1 << 20);
+        .signals_based_traps(true);
     Engine::new(&config)
 }
 
