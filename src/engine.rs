@@ -123,10 +123,7 @@ pub fn build_engine_with(shape: EngineShape, reset: &SlotReset) -> wasmtime::Res
         .pagemap_scan(if reset.pagemap_scan { Enabled::Auto } else { Enabled::No });
 
     let mut config = sandboxed_config(shape);
-    config
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        .memory_guard_size(GUARD_BYTES)
-        .signals_based_traps(false);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool)).memory_guard_size(GUARD_BYTES).signals_based_traps(false);
     Engine::new(&config)
 }
 
@@ -155,10 +152,7 @@ fn sandboxed_config(shape: EngineShape) -> WasmtimeConfig {
 /// after each memory.
 pub fn build_baseline_engine(shape: EngineShape) -> wasmtime::Result<Engine> {
     let mut config = sandboxed_config(shape);
-    config
-        .strategy(wasmtime::Strategy::Winch)
-        .allocation_strategy(InstanceAllocationStrategy::OnDemand)
-        .signals_based_traps(true);
+    config.strategy(wasmtime::Strategy::Winch).allocation_strategy(InstanceAllocationStrategy::OnDemand).signals_based_traps(true);
     Engine::new(&config)
 }
 
