@@ -132,6 +132,19 @@ impl Plan {
         }
     }
 
+    /// `initialize` and `compile` on `runtime`'s engine; `compile_ms`
+    /// counts both.
+    pub fn build(&self, runtime: &Runtime, tmp: &Path, prepared: &Prepared) -> anyhow::Result<Compiled> {
+        let started = Instant::now();
+        let (initialization, wasm) = self.initialize(&runtime.engine, prepared);
+        let compiled = self.compile(runtime, tmp, &wasm, initialization)?;
+        Ok(Compiled { compile_ms: started.elapsed().as_millis() as u64, ..compiled })
+    }
+
+    pub fn abi(&self) -> Abi {
+        self.abi
+    }
+
     /// Compiles `wasm` (from `initialize`) for `runtime`'s engine, writes
     /// the artifact and loads it back.
     pub fn compile(&self, runtime: &Runtime, tmp: &Path, wasm: &[u8], initialization: Initialization) -> anyhow::Result<Compiled> {
@@ -162,13 +175,10 @@ pub fn load_or_compile(
     preinit: Option<&SandboxLimits>,
 ) -> anyhow::Result<Compiled> {
     let plan = Plan::new(runtime, dir, prepared, preinit);
-    if let Some(compiled) = plan.load_cached(runtime) {
-        return Ok(compiled);
+    match plan.load_cached(runtime) {
+        Some(compiled) => Ok(compiled),
+        None => plan.build(runtime, tmp, prepared),
     }
-    let started = Instant::now();
-    let (initialization, wasm) = plan.initialize(&runtime.engine, prepared);
-    let compiled = plan.compile(runtime, tmp, &wasm, initialization)?;
-    Ok(Compiled { compile_ms: started.elapsed().as_millis() as u64, ..compiled })
 }
 
 /// Compiles in memory only, with no artifact written (benches).

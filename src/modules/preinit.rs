@@ -15,7 +15,6 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use wasmtime::{Engine, ExternType, Instance, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, Val};
@@ -91,42 +90,54 @@ pub fn preinitialize(engine: &Engine, wasm: &[u8], limits: &SandboxLimits) -> Re
     let (context, instrumented) = wizer.instrument(wasm).map_err(|e| format!("the module cannot be snapshotted: {e:#}"))?;
     let module = Module::new(engine, &instrumented).map_err(|e| format!("the instrumented module does not compile: {e:#}"))?;
 
-    let called = Arc::new(Mutex::new(None::<String>));
-    let mut linker = Linker::new(engine);
+    let mut linker = Linker::<InitState>::new(engine);
     for import in module.imports() {
         let ExternType::Func(ty) = import.ty() else {
             return Err(format!("the module imports `{}::{}`, which is not a function", import.module(), import.name()));
         };
-        let (name, called) = (format!("{}::{}", import.module(), import.name()), called.clone());
+        let name = format!("{}::{}", import.module(), import.name());
         linker
-            .func_new(import.module(), import.name(), ty, move |_, _, _| {
-                called.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| name.clone());
+            .func_new(import.module(), import.name(), ty, move |mut caller, _, _| {
+                caller.data_mut().called.get_or_insert_with(|| name.clone());
                 Err(wasmtime::format_err!("an import was called during pre-initialisation"))
             })
             .map_err(|e| e.to_string())?;
     }
 
-    let mut store = Store::new(engine, StoreLimitsBuilder::new().memory_size(limits.memory_bytes).build());
-    store.limiter(|limits: &mut StoreLimits| limits);
+    let limiter = StoreLimitsBuilder::new().memory_size(limits.memory_bytes).build();
+    let mut store = Store::new(engine, InitState { limiter, called: None });
+    store.limiter(|state: &mut InitState| &mut state.limiter);
     store.set_fuel(limits.fuel).map_err(|e| e.to_string())?;
     store.epoch_deadline_trap();
     store.set_epoch_deadline(1 + (limits.timeout.as_millis() / EPOCH_TICK.as_millis()) as u64);
 
-    let failed = |stage: &str, error: wasmtime::Error| match called.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    let failed = |store: &mut Store<InitState>, stage: &str, error: wasmtime::Error| match store.data_mut().called.take() {
         Some(name) => format!("{stage} calls `{name}`, whose answer may differ from one request to the next"),
         None => format!("{stage} failed: {}", error.root_cause()),
     };
-    let instance = linker.instantiate(&mut store, &module).map_err(|e| failed("instantiation", e))?;
+    let instance = match linker.instantiate(&mut store, &module) {
+        Ok(instance) => instance,
+        Err(error) => return Err(failed(&mut store, "instantiation", error)),
+    };
     let initialize = instance.get_typed_func::<(), ()>(&mut store, INITIALIZE).map_err(|e| format!("`{INITIALIZE}`: {e}"))?;
-    initialize.call(&mut store, ()).map_err(|e| failed("`_initialize`", e))?;
+    if let Err(error) = initialize.call(&mut store, ()) {
+        return Err(failed(&mut store, "`_initialize`", error));
+    }
 
     let mut initialized = Initialized { store: &mut store, instance };
     now_or_never(wizer.snapshot(&context, &mut initialized)).map_err(|e| format!("the snapshot failed: {e:#}"))
 }
 
+/// The store's data while `_initialize` runs: the memory cap, and the
+/// first import it called, if any.
+struct InitState {
+    limiter: StoreLimits,
+    called: Option<String>,
+}
+
 /// The instance after `_initialize`, read by the snapshot.
 struct Initialized<'a> {
-    store: &'a mut Store<StoreLimits>,
+    store: &'a mut Store<InitState>,
     instance: Instance,
 }
 

@@ -323,16 +323,15 @@ impl ModuleStore {
                     (compiled, Compiler::Winch, Some((wasm, initialization)))
                 }
                 None => {
-                    let (initialization, wasm) = plan.initialize(&self.runtime.engine, &prepared);
                     let compiled = plan
-                        .compile(&self.runtime, &self.tmp_dir, &wasm, initialization)
+                        .build(&self.runtime, &self.tmp_dir, &prepared)
                         .map_err(|e| DeployError::Link(format!("compilation failed: {}", root_message(&e))))?;
                     (compiled, Compiler::Cranelift, None)
                 }
             },
         };
-        // 0 for a cached artifact, as `Plan::load_cached` says.
-        let compile_ms = if compiler == Compiler::Cranelift && compiled.compile_ms == 0 { 0 } else { started.elapsed().as_millis() as u64 };
+        // A cached artifact says 0; baseline code counts its pre-initialisation too.
+        let compile_ms = if compiler == Compiler::Winch { started.elapsed().as_millis() as u64 } else { compiled.compile_ms };
         let runtime = match compiler {
             Compiler::Winch => &self.baseline.as_ref().expect("baseline code comes from the baseline engine").0,
             Compiler::Cranelift => &self.runtime,
@@ -363,7 +362,6 @@ impl ModuleStore {
                 wasm,
                 initialization,
                 config,
-                abi: prepared.abi,
                 deployed: Arc::downgrade(&deployed),
             };
             if jobs.send(job).is_err() {
@@ -480,7 +478,6 @@ struct Upgrade {
     wasm: Vec<u8>,
     initialization: Initialization,
     config: HandlerConfig,
-    abi: Abi,
     /// Weak: a version replaced or removed before its turn is not compiled.
     deployed: std::sync::Weak<Deployed>,
 }
@@ -519,7 +516,7 @@ impl Upgrade {
         let result = self
             .plan
             .compile(&self.runtime, &self.tmp, &self.wasm, self.initialization)
-            .and_then(|compiled| Ok(Handler::new(&self.runtime, compiled.code, self.abi, self.config)?.0));
+            .and_then(|compiled| Ok(Handler::new(&self.runtime, compiled.code, self.plan.abi(), self.config)?.0));
         match (result, self.deployed.upgrade()) {
             (Ok(handler), Some(deployed)) => {
                 deployed.serving.store(Arc::new(Serving { handler, compiler: Compiler::Cranelift }));
