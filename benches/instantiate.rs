@@ -77,7 +77,7 @@ fn kv_request(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let runtime = Runtime::new(EngineShape::from_config(&Config::default())).unwrap();
     let folder = tempfile::tempdir().unwrap();
-    let stores = KvStores::new(folder.path().to_owned()).unwrap();
+    let stores = KvStores::new(folder.path().to_owned(), None).unwrap();
     let mut group = c.benchmark_group("kv_request");
     for (name, wat) in [("hello", HELLO), ("hello_kv", include_str!("../loadtest/guests/hello_kv.wat"))] {
         let kv = stores.site("bench", SandboxLimits::from(&Limits::default()).max_response_bytes);

@@ -1,7 +1,7 @@
 //! A fleet of nodes on NATS JetStream: a module deployed on any node is
 //! served by every node.
 //!
-//! Two buckets, named from `[fleet] prefix`:
+//! Three buckets, named from `[fleet] prefix`:
 //!
 //! ```text
 //! PREFIX-modules       object store: the wasm as uploaded, named by its
@@ -10,7 +10,17 @@
 //! PREFIX-deployments   key-value: SITE/MODULE -> {sha256, abi,
 //!                      deployed_at}, with history; a delete stops the
 //!                      module everywhere
+//! PREFIX-kv            key-value: SITE/BASE64URL(KEY) -> the value of a
+//!                      site's KV key; the latest revision only
 //! ```
+//!
+//! A guest's KV write is published to `PREFIX-kv` with compare-and-set on
+//! the revision the node's copy holds (after a conflict, on the bucket's
+//! latest), and returns once JetStream acknowledged it (stored on a quorum
+//! of servers when the bucket is replicated) and this node's copy, fed by
+//! its watch of the bucket, has applied it: read-your-writes on the writing
+//! node. Reads are local; the other nodes see the write when their watch
+//! delivers it (`docs/fleet.md` has the promise in full).
 //!
 //! A deploy on a node validates and compiles locally first, then stores the
 //! object, then writes the key with compare-and-set on its revision (so two
@@ -32,6 +42,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
 use crate::config::FleetConfig;
+use crate::kv::{Decision, KvError, SiteKv, WriteKind};
 use crate::modules::ModuleStore;
 
 /// How long one JetStream request may take before the deploy (or the
@@ -44,6 +55,22 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// Deployments kept per module (the current one and older, for rollback).
 const HISTORY: i64 = 16;
+
+/// Longest a KV write waits, once acknowledged, for this node's copy to
+/// show it before it returns anyway (the write is made; this node's reads
+/// see it when the watch catches up).
+const KV_VISIBLE: Duration = Duration::from_secs(2);
+
+/// How often the KV follower makes its copy durable and records the
+/// revision it got to.
+const KV_RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// Room kept in a NATS message for a KV write's subject and headers: a
+/// value may take the servers' `max_payload` less this.
+const KV_MESSAGE_ROOM: usize = 4096;
+
+/// Tries of one KV write against writes of the same key on other nodes.
+const KV_TRIES: usize = 8;
 
 /// Why the fleet could not take a deploy or a deletion. Shown to the
 /// uploader with a 503: nothing was changed anywhere.
@@ -67,13 +94,23 @@ pub struct Deployment {
 struct Buckets {
     objects: object_store::ObjectStore,
     deployments: kv::Store,
+    kv: kv::Store,
+    /// The KV bucket's name.
+    kv_bucket: String,
 }
 
 pub struct Fleet {
     config: FleetConfig,
+    client: async_nats::Client,
     jetstream: jetstream::Context,
     buckets: OnceCell<Buckets>,
     revision_file: PathBuf,
+    /// The runtime a KV write, made on a thread of its own, waits on.
+    runtime: tokio::runtime::Handle,
+    /// The last revision of the KV bucket this node's copy applied.
+    kv_applied: tokio::sync::watch::Sender<u64>,
+    /// Where `kv_applied` is kept, once the copy is durable up to it.
+    kv_revision_file: PathBuf,
 }
 
 impl Fleet {
@@ -86,11 +123,27 @@ impl Fleet {
             options = options.token(token.clone());
         }
         let client = options.connect(config.nats.as_slice()).await?;
-        let mut jetstream = jetstream::new(client);
+        let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(REQUEST_TIMEOUT);
         let dir = data.join("fleet");
         std::fs::create_dir_all(&dir)?;
-        Ok(Arc::new(Fleet { config: config.clone(), jetstream, buckets: OnceCell::new(), revision_file: dir.join("revision") }))
+        let kv_revision_file = dir.join("kv.revision");
+        // The copy (DATA/fleet/kv) and its revision go together: without
+        // the one, the other is not trusted.
+        let kv_applied = match dir.join("kv").is_dir() {
+            true => read_revision(&kv_revision_file),
+            false => 0,
+        };
+        Ok(Arc::new(Fleet {
+            config: config.clone(),
+            client,
+            jetstream,
+            buckets: OnceCell::new(),
+            revision_file: dir.join("revision"),
+            runtime: tokio::runtime::Handle::current(),
+            kv_applied: tokio::sync::watch::Sender::new(kv_applied),
+            kv_revision_file,
+        }))
     }
 
     /// The buckets, made (or found) on first use once a server answers.
@@ -119,7 +172,19 @@ impl Fleet {
                     Ok(store) => store,
                     Err(_) => self.jetstream.create_key_value(deployments).await.map_err(failed)?,
                 };
-                Ok(Buckets { objects, deployments })
+                let kv = kv::Config {
+                    bucket: format!("{prefix}-kv"),
+                    description: "Terrafirma sites' KV stores: SITE/BASE64URL(KEY) -> value".into(),
+                    history: 1,
+                    num_replicas: self.config.replicas,
+                    ..Default::default()
+                };
+                let kv_bucket = kv.bucket.clone();
+                let kv = match self.jetstream.get_key_value(&kv.bucket).await {
+                    Ok(store) => store,
+                    Err(_) => self.jetstream.create_key_value(kv).await.map_err(failed)?,
+                };
+                Ok(Buckets { objects, deployments, kv, kv_bucket })
             })
             .await
     }
@@ -157,15 +222,11 @@ impl Fleet {
 
     /// The last revision of the deployments bucket this node applied.
     fn applied(&self) -> u64 {
-        std::fs::read_to_string(&self.revision_file).ok().and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+        read_revision(&self.revision_file)
     }
 
     fn set_applied(&self, revision: u64) {
-        let tmp = self.revision_file.with_extension("tmp");
-        let written = std::fs::write(&tmp, format!("{revision}\n")).and_then(|()| std::fs::rename(&tmp, &self.revision_file));
-        if let Err(error) = written {
-            tracing::warn!("cannot record the fleet revision applied ({revision}): {error}");
-        }
+        write_revision(&self.revision_file, revision);
     }
 
     /// Follows the deployments bucket until the store is closed: every
@@ -290,6 +351,177 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// A guest's KV write through the fleet's bucket (see the module doc).
+    /// Blocks its thread (`crate::sandbox::off_worker` moved the request's
+    /// tokio worker away first); gives up at `deadline`, or after
+    /// `REQUEST_TIMEOUT`, whichever is first. A write given up for time may
+    /// still have been made, as with any request to a server.
+    pub fn write_kv(&self, kv: &SiteKv, kind: WriteKind, key: &[u8], value: &[u8], deadline: std::time::Instant) -> Result<bool, KvError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if Handle::try_current().is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::CurrentThread) {
+            return Err(KvError::Fleet("a fleet KV write needs the node's multi-threaded runtime".into()));
+        }
+        let deadline = tokio::time::Instant::from_std(deadline.min(std::time::Instant::now() + REQUEST_TIMEOUT));
+        self.runtime.block_on(self.write_kv_async(kv, kind, key, value, deadline))
+    }
+
+    async fn write_kv_async(
+        &self,
+        kv: &SiteKv,
+        kind: WriteKind,
+        key: &[u8],
+        value: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, KvError> {
+        let late = || KvError::Fleet("no answer before the request's deadline".into());
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(KvError::Fleet("not connected to any of the fleet's NATS servers".into()));
+        }
+        let buckets = tokio::time::timeout_at(deadline, self.buckets()).await.map_err(|_| late())?.map_err(|e| KvError::Fleet(e.0))?;
+        let bucket_key = kv_key(kv.site(), key);
+        let limit = self.client.server_info().max_payload.saturating_sub(KV_MESSAGE_ROOM);
+        // What the write is decided on and expects: this node's copy first,
+        // after a conflict the bucket's latest (revision 0: no such key).
+        let mut basis: (u64, Option<Vec<u8>>) = kv.replicated(key)?.map_or((0, None), |(revision, value)| (revision, Some(value)));
+        for _ in 0..KV_TRIES {
+            let (new, answer) = match kv.plan(kind, key, basis.1.as_deref(), value)? {
+                Decision::Unchanged(answer) => return Ok(answer),
+                Decision::Write(new, answer) => (new, answer),
+            };
+            if let Some(len) = new.as_ref().map(Vec::len)
+                && len > limit
+            {
+                return Err(KvError::OverMessageLimit { len, limit });
+            }
+            let published =
+                tokio::time::timeout_at(deadline, self.publish_kv(buckets, &bucket_key, new, basis.0)).await.map_err(|_| late())?;
+            match published {
+                Ok(revision) => {
+                    self.until_applied(revision).await;
+                    return Ok(answer);
+                }
+                Err(Published::Conflict) => {
+                    let latest = tokio::time::timeout_at(deadline, buckets.kv.entry(&bucket_key)).await.map_err(|_| late())?;
+                    basis = match latest.map_err(|e| KvError::Fleet(e.to_string()))? {
+                        Some(entry) => (entry.revision, (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec())),
+                        None => (0, None),
+                    };
+                }
+                Err(Published::Failed(error)) => return Err(KvError::Fleet(error)),
+            }
+        }
+        Err(KvError::Fleet(format!("the key kept changing under {KV_TRIES} writes in a row")))
+    }
+
+    /// Publishes `value` (`None`: a deletion) as `key` if the key's last
+    /// revision is `expected`; the new revision.
+    async fn publish_kv(&self, buckets: &Buckets, key: &str, value: Option<Vec<u8>>, expected: u64) -> Result<u64, Published> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
+        let payload = match value {
+            Some(value) => value.into(),
+            None => {
+                headers.insert("KV-Operation", "DEL");
+                bytes::Bytes::new()
+            }
+        };
+        let subject = format!("$KV.{}.{key}", buckets.kv_bucket);
+        let ack = self.jetstream.publish_with_headers(subject, headers, payload).await;
+        match ack.map_err(|e| Published::Failed(e.to_string()))?.await {
+            Ok(ack) => Ok(ack.sequence),
+            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Err(Published::Conflict),
+            Err(error) => Err(Published::Failed(error.to_string())),
+        }
+    }
+
+    /// Waits (up to `KV_VISIBLE`) until this node's copy has applied
+    /// `revision`.
+    async fn until_applied(&self, revision: u64) {
+        let mut applied = self.kv_applied.subscribe();
+        if tokio::time::timeout(KV_VISIBLE, applied.wait_for(|&applied| applied >= revision)).await.is_err() {
+            tracing::warn!(revision, "fleet: a KV write was made, but this node's copy has not caught up with it yet");
+        }
+    }
+
+    /// Follows the KV bucket into the node's copy until the store is closed.
+    pub fn follow_kv(self: &Arc<Self>, store: Arc<ModuleStore>) -> tokio::task::JoinHandle<()> {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match fleet.follow_kv_once(&store).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!("fleet KV: {error}; trying again");
+                        tokio::time::sleep(RETRY).await;
+                    }
+                }
+            }
+        })
+    }
+
+    /// One watch of the KV bucket from the revision after the last applied,
+    /// until it fails. Every `KV_RECORD_EVERY` the copy is made durable and
+    /// the revision recorded, so a restart resumes from there.
+    async fn follow_kv_once(&self, store: &Arc<ModuleStore>) -> Result<(), FleetError> {
+        let buckets = self.buckets().await?;
+        let applied = *self.kv_applied.borrow();
+        let last = self.jetstream.get_stream(format!("KV_{}", buckets.kv_bucket)).await.map_err(failed)?.cached_info().state.last_sequence;
+        if last < applied {
+            tracing::warn!(applied, last, "fleet KV: the bucket is behind this node's copy (was it made anew?); reading it all again");
+            self.kv_applied.send_replace(0);
+        }
+        let from = *self.kv_applied.borrow() + 1;
+        let mut watch = buckets.kv.watch_all_from_revision(from).await.map_err(failed)?;
+        let mut record = tokio::time::interval(KV_RECORD_EVERY);
+        let mut recorded = *self.kv_applied.borrow();
+        loop {
+            tokio::select! {
+                entry = watch.next() => {
+                    let Some(entry) = entry else { return Err(FleetError("the watch of the KV bucket ended".into())) };
+                    let entry = entry.map_err(failed)?;
+                    apply_kv(store, &entry).map_err(failed)?;
+                    self.kv_applied.send_modify(|applied| *applied = (*applied).max(entry.revision));
+                }
+                _ = record.tick() => {
+                    let applied = *self.kv_applied.borrow();
+                    if applied > recorded {
+                        let (store, file) = (store.clone(), self.kv_revision_file.clone());
+                        let persisted = tokio::task::spawn_blocking(move || store.kv_stores().persist().map(|()| write_revision(&file, applied)));
+                        match persisted.await {
+                            Ok(Ok(())) => recorded = applied,
+                            Ok(Err(error)) => tracing::warn!("fleet KV: cannot make the copy durable: {error}"),
+                            Err(error) => tracing::warn!("fleet KV: cannot make the copy durable: {error}"),
+                        }
+                    }
+                }
+            }
+            if store.is_closed() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Applies one entry of the KV bucket to the node's copy. An entry that is
+/// not a site's key is logged and skipped.
+fn apply_kv(store: &ModuleStore, entry: &kv::Entry) -> Result<(), KvError> {
+    let Some((site, key)) = parse_kv_key(&entry.key) else {
+        tracing::warn!(key = %entry.key, revision = entry.revision, "fleet KV: not a SITE/KEY key; ignored");
+        return Ok(());
+    };
+    let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
+    store.kv_site(site).apply(&key, value, entry.revision)
+}
+
+/// Why a KV write was not published.
+enum Published {
+    /// The key has a revision other than the one expected.
+    Conflict,
+    Failed(String),
+}
+
 /// Why an object could not be had.
 enum Fetched {
     /// Not there (yet), or no server answered: try again later.
@@ -300,4 +532,58 @@ enum Fetched {
 
 fn key(site: &str, name: &str) -> String {
     format!("{site}/{name}")
+}
+
+fn read_revision(file: &Path) -> u64 {
+    std::fs::read_to_string(file).ok().and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+}
+
+fn write_revision(file: &Path, revision: u64) {
+    let tmp = file.with_extension("tmp");
+    let written = std::fs::write(&tmp, format!("{revision}\n")).and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(error) = written {
+        tracing::warn!("cannot record the fleet revision applied ({revision}) in {}: {error}", file.display());
+    }
+}
+
+/// The KV bucket's key of a site's key: the site as it is (its characters
+/// are all allowed), the key in unpadded base64url (any bytes, none of
+/// them outside what NATS allows in a key).
+fn kv_key(site: &str, key: &[u8]) -> String {
+    use base64::Engine;
+    format!("{site}/{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key))
+}
+
+/// The site and the key of a KV bucket key; `None` if it is not one.
+fn parse_kv_key(key: &str) -> Option<(&str, Vec<u8>)> {
+    use base64::Engine;
+    let (site, key) = key.split_once('/')?;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key).ok()?;
+    (crate::names::valid_site_name(site) && key.len() <= crate::kv::MAX_KEY_BYTES).then_some((site, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_keys_carry_any_bytes_within_what_nats_allows() {
+        let allowed = |key: &str| {
+            !key.is_empty()
+                && !key.starts_with('.')
+                && !key.ends_with('.')
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
+        };
+        let long = vec![0xff; crate::kv::MAX_KEY_BYTES];
+        for (site, key) in [("_default", &b""[..]), ("a.example.com", b"count"), ("x-1", &[0, 1, 2, 0xff, b'/', b'.']), ("s", &long)] {
+            let encoded = kv_key(site, key);
+            assert!(allowed(&encoded), "{encoded}");
+            assert_eq!(parse_kv_key(&encoded), Some((site, key.to_vec())));
+        }
+        assert_eq!(parse_kv_key("no-slash"), None);
+        assert_eq!(parse_kv_key("Bad_Site/AA"), None, "not a site name");
+        assert_eq!(parse_kv_key("s/!!"), None, "not base64url");
+        let too_long = kv_key("s", &[0; crate::kv::MAX_KEY_BYTES + 1]);
+        assert_eq!(parse_kv_key(&too_long), None);
+    }
 }

@@ -5,6 +5,12 @@
 //! A write is readable when its call returns, and durable (it survives
 //! `kill -9` of the node) before anything of its request leaves the node;
 //! `journal` says how, and how a power loss is bounded.
+//!
+//! In a fleet (`crate::fleet`) the database is the node's copy of the
+//! fleet's KV bucket instead: a write goes to JetStream, and every node's
+//! copy, the writer's too, is fed by a watch of the bucket. Each value is
+//! then stored after the bucket revision it came with (8 bytes, little
+//! endian), which the next write of the key expects (compare-and-set).
 
 mod journal;
 
@@ -17,6 +23,8 @@ use arc_swap::ArcSwapOption;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use journal::{Journal, Syncer};
+
+use crate::fleet::Fleet;
 
 /// Longest key (ABI: keys are short strings, up to 1 KiB).
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -43,8 +51,14 @@ pub enum KvError {
     ValueTooLarge { len: usize, limit: usize },
     #[error("the site's store is full ({MAX_SITE_BYTES} bytes)")]
     SiteFull,
+    #[error("value of {len} bytes is over the {limit} bytes a message to the fleet's NATS servers may carry (their max_payload)")]
+    OverMessageLimit { len: usize, limit: usize },
     #[error("storage failed: {0}")]
     Storage(String),
+    /// In a fleet: the write was not taken (the servers are unreachable,
+    /// did not answer in time, or refused it); nothing changed.
+    #[error("the fleet's NATS servers did not take the write: {0}")]
+    Fleet(String),
 }
 
 fn storage(e: impl std::fmt::Display) -> KvError {
@@ -80,6 +94,8 @@ pub struct KvStores {
     users: Arc<AtomicUsize>,
     /// Operations and bytes, all sites together, for the metrics.
     pub counts: Arc<KvCounts>,
+    /// The fleet whose KV bucket these stores are the local copy of.
+    fleet: Option<Arc<Fleet>>,
 }
 
 /// KV operations and bytes since the node started.
@@ -101,10 +117,21 @@ impl KvCounts {
 }
 
 impl KvStores {
-    pub fn new(dir: PathBuf) -> std::io::Result<KvStores> {
+    /// The stores in `dir`; in a fleet, the local copy of its bucket,
+    /// written through `fleet`.
+    pub fn new(dir: PathBuf, fleet: Option<Arc<Fleet>>) -> std::io::Result<KvStores> {
         std::fs::create_dir_all(&dir)?;
         let users = Arc::new(AtomicUsize::new(0));
-        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()), users, counts: Arc::default() })
+        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()), users, counts: Arc::default(), fleet })
+    }
+
+    /// Makes everything written so far survive a power loss (the fleet's
+    /// follower, before it records how far it got).
+    pub fn persist(&self) -> Result<(), KvError> {
+        match lock(&self.open).as_ref() {
+            Some(open) => open.journal.db.persist(PersistMode::SyncAll).map_err(storage),
+            None => Ok(()),
+        }
     }
 
     /// The store of `site` (a validated site name), values capped at
@@ -123,6 +150,8 @@ impl KvStores {
                 };
                 let reads = ArcSwapOption::from(state.as_ref().map(|state| state.live.clone()));
                 Arc::new(SiteKv {
+                    site: site.to_owned(),
+                    fleet: self.fleet.clone(),
                     max_value,
                     reads,
                     state: Mutex::new(state),
@@ -191,6 +220,9 @@ struct Live {
 
 /// One site's store.
 pub struct SiteKv {
+    site: String,
+    /// In a fleet: where writes go (see the module doc).
+    fleet: Option<Arc<Fleet>>,
     max_value: usize,
     /// The store as reads see it, without waiting for a write; `None` once
     /// closed.
@@ -241,7 +273,11 @@ impl SiteKv {
             return Err(KvError::KeyTooLong(key.len()));
         }
         let live = self.reads.load();
-        let value = live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?.map(|value| value.to_vec());
+        let stored = live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?;
+        let value = stored.map(|value| match self.fleet {
+            Some(_) => value.get(REVISION_BYTES..).unwrap_or_default().to_vec(),
+            None => value.to_vec(),
+        });
         self.counts.count(0, &self.counts.bytes_read, value.as_ref().map_or(0, Vec::len));
         Ok(value)
     }
@@ -253,6 +289,10 @@ impl SiteKv {
     /// the journal after the last write, and a node closes its stores only
     /// once its servers have stopped.
     pub fn flush(&self) -> Result<(), KvError> {
+        // In a fleet a write is durable once JetStream acknowledged it.
+        if self.fleet.is_some() {
+            return Ok(());
+        }
         self.reads.load().as_ref().map_or(Ok(()), |live| live.journal.flush())
     }
 
@@ -280,15 +320,17 @@ impl SiteKv {
     /// or compactions (see `BACKLOG_*`), so the caller should not make it on
     /// a thread other requests need.
     pub fn write_may_wait(&self) -> bool {
-        self.reads.load().as_ref().is_some_and(|live| {
-            live.data.sealed_memtable_count() >= BACKLOG_SEALED_MEMTABLES || live.data.l0_table_count() >= BACKLOG_L0_TABLES
-        })
+        self.fleet.is_some()
+            || self.reads.load().as_ref().is_some_and(|live| {
+                live.data.sealed_memtable_count() >= BACKLOG_SEALED_MEMTABLES || live.data.l0_table_count() >= BACKLOG_L0_TABLES
+            })
     }
 
     /// Applies one write: readable, and in the journal's buffer, when this
     /// returns `Ok`; in the operating system's buffers after the next
-    /// `flush`.
-    pub fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> Result<bool, KvError> {
+    /// `flush`. In a fleet, through the fleet's bucket, given up at
+    /// `deadline` (see `Fleet::write_kv`).
+    pub fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>, deadline: std::time::Instant) -> Result<bool, KvError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(KvError::KeyTooLong(key.len()));
         }
@@ -299,33 +341,18 @@ impl SiteKv {
             WriteKind::Remove => 3,
         };
         self.counts.count(op, &self.counts.bytes_written, key.len() + value.len());
+        if let Some(fleet) = &self.fleet {
+            return fleet.write_kv(self, kind, &key, &value, deadline);
+        }
         let mut state = lock(&self.state);
         let state = state.as_mut().ok_or_else(|| self.unavailable.clone())?;
         let live = &*state.live;
         let old = live.data.get(&key).map_err(storage)?;
-        let (new, answer) = match (kind, &old) {
-            (WriteKind::Insert, _) => (Some(value), old.is_none()),
-            (WriteKind::Upsert, Some(_)) => return Ok(false),
-            (WriteKind::Upsert, None) => (Some(value), true),
-            (WriteKind::Append, _) => {
-                let mut joined = old.as_ref().map(|v| v.to_vec()).unwrap_or_default();
-                joined.extend_from_slice(&value);
-                (Some(joined), old.is_none())
-            }
-            (WriteKind::Remove, None) => return Ok(false),
-            (WriteKind::Remove, Some(_)) => (None, true),
+        let (new, answer) = match decide(kind, old.as_deref(), &value) {
+            Decision::Unchanged(answer) => return Ok(answer),
+            Decision::Write(new, answer) => (new, answer),
         };
-        if let Some(value) = &new
-            && value.len() > self.max_value
-        {
-            return Err(KvError::ValueTooLarge { len: value.len(), limit: self.max_value });
-        }
-        let size = |value: Option<usize>| value.map_or(0, |len| (key.len() + len) as u64);
-        let (old_size, new_size) = (size(old.as_ref().map(|v| v.len())), size(new.as_ref().map(Vec::len)));
-        let total = (state.stored + new_size).saturating_sub(old_size);
-        if new_size > old_size && total > MAX_SITE_BYTES {
-            return Err(KvError::SiteFull);
-        }
+        let total = self.check(state, key.len(), old.as_ref().map(|v| v.len()), new.as_ref().map(Vec::len))?;
         live.journal
             .write(|| match new {
                 Some(value) => live.data.insert(key, value),
@@ -334,6 +361,107 @@ impl SiteKv {
             .map_err(storage)?;
         state.stored = total;
         Ok(answer)
+    }
+
+    /// The site's bytes stored after replacing a value of `old` bytes by
+    /// one of `new` (`None`: absent) under a key of `key` bytes; an error if
+    /// the value or the site would be over its limit.
+    fn check(&self, state: &SiteState, key: usize, old: Option<usize>, new: Option<usize>) -> Result<u64, KvError> {
+        if let Some(len) = new
+            && len > self.max_value
+        {
+            return Err(KvError::ValueTooLarge { len, limit: self.max_value });
+        }
+        let size = |value: Option<usize>| value.map_or(0, |len| (key + len) as u64);
+        let (old_size, new_size) = (size(old), size(new));
+        let total = (state.stored + new_size).saturating_sub(old_size);
+        if new_size > old_size && total > MAX_SITE_BYTES {
+            return Err(KvError::SiteFull);
+        }
+        Ok(total)
+    }
+
+    /// The site's name.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// In a fleet: the local copy of `key`, with the bucket revision it came
+    /// with.
+    pub(crate) fn replicated(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>, KvError> {
+        let live = self.reads.load();
+        let stored = live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?;
+        Ok(stored.and_then(|stored| split_revision(&stored)))
+    }
+
+    /// In a fleet: what `kind` makes of a value `old` (`None`: absent),
+    /// checked against the value's and the site's limits as they stand here.
+    pub(crate) fn plan(&self, kind: WriteKind, key: &[u8], old: Option<&[u8]>, value: &[u8]) -> Result<Decision, KvError> {
+        let decision = decide(kind, old, value);
+        if let Decision::Write(new, _) = &decision {
+            let state = lock(&self.state);
+            let state = state.as_ref().ok_or_else(|| self.unavailable.clone())?;
+            self.check(state, key.len(), old.map(<[u8]>::len), new.as_ref().map(Vec::len))?;
+        }
+        Ok(decision)
+    }
+
+    /// In a fleet: applies the bucket's `revision` of `key` (a value, or
+    /// `None` for a deletion) to the local copy.
+    pub(crate) fn apply(&self, key: &[u8], value: Option<&[u8]>, revision: u64) -> Result<(), KvError> {
+        let mut state = lock(&self.state);
+        let state = state.as_mut().ok_or_else(|| self.unavailable.clone())?;
+        let live = &*state.live;
+        let old = live.data.get(key).map_err(storage)?;
+        let size = |len: Option<usize>| len.map_or(0, |len| (key.len() + len) as u64);
+        let old_size = size(old.as_ref().map(|v| v.len().saturating_sub(REVISION_BYTES)));
+        let new_size = size(value.map(<[u8]>::len));
+        live.journal
+            .write(|| match value {
+                Some(value) => {
+                    let mut stored = Vec::with_capacity(REVISION_BYTES + value.len());
+                    stored.extend_from_slice(&revision.to_le_bytes());
+                    stored.extend_from_slice(value);
+                    live.data.insert(key, stored)
+                }
+                None => live.data.remove(key),
+            })
+            .map_err(storage)?;
+        state.stored = (state.stored + new_size).saturating_sub(old_size);
+        Ok(())
+    }
+}
+
+/// Bytes of the bucket revision before each value in a fleet's copy.
+const REVISION_BYTES: usize = 8;
+
+fn split_revision(stored: &[u8]) -> Option<(u64, Vec<u8>)> {
+    let (revision, value) = stored.split_first_chunk::<REVISION_BYTES>()?;
+    Some((u64::from_le_bytes(*revision), value.to_vec()))
+}
+
+/// What a write does to a key.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Nothing to write; the call answers this.
+    Unchanged(bool),
+    /// The new value (`None`: remove the key) and the call's answer.
+    Write(Option<Vec<u8>>, bool),
+}
+
+/// What `kind` with `value` makes of a key whose value is `old`.
+fn decide(kind: WriteKind, old: Option<&[u8]>, value: &[u8]) -> Decision {
+    match (kind, old) {
+        (WriteKind::Insert, _) => Decision::Write(Some(value.to_vec()), old.is_none()),
+        (WriteKind::Upsert, Some(_)) => Decision::Unchanged(false),
+        (WriteKind::Upsert, None) => Decision::Write(Some(value.to_vec()), true),
+        (WriteKind::Append, _) => {
+            let mut joined = old.map(<[u8]>::to_vec).unwrap_or_default();
+            joined.extend_from_slice(value);
+            Decision::Write(Some(joined), old.is_none())
+        }
+        (WriteKind::Remove, None) => Decision::Unchanged(false),
+        (WriteKind::Remove, Some(_)) => Decision::Write(None, true),
     }
 }
 
@@ -347,13 +475,13 @@ mod tests {
     /// folder, with the folder and the stores that hold it.
     fn open(site: &str, max_value: usize) -> (tempfile::TempDir, KvStores, Arc<SiteKv>) {
         let dir = tempfile::tempdir().unwrap();
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let stores = KvStores::new(dir.path().to_owned(), None).unwrap();
         let kv = stores.site(site, max_value);
         (dir, stores, kv)
     }
 
     async fn w(kv: &SiteKv, kind: WriteKind, key: &[u8], value: &[u8]) -> Result<bool, KvError> {
-        kv.write(kind, key.to_vec(), value.to_vec())
+        kv.write(kind, key.to_vec(), value.to_vec(), std::time::Instant::now())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,7 +541,7 @@ mod tests {
         assert!(w(&kv, Remove, b"c", b"").await.unwrap());
         assert_eq!(lock(&kv.state).as_ref().unwrap().stored, 8, "2 + 6 bytes");
         stores.close().await;
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let stores = KvStores::new(dir.path().to_owned(), None).unwrap();
         let kv = stores.site("s.test", 100);
         assert_eq!(lock(&kv.state).as_ref().unwrap().stored, 8);
         assert_eq!(kv.get(b"ab").unwrap().as_deref(), Some(&b"123456"[..]));
@@ -433,7 +561,7 @@ mod tests {
             w(&kv, Insert, b"hot", &i.to_le_bytes()).await.unwrap();
         }
         stores.close().await;
-        let stores = KvStores::new(dir.path().to_owned()).unwrap();
+        let stores = KvStores::new(dir.path().to_owned(), None).unwrap();
         let kv = stores.site("m.test", 64 << 10);
         for i in 0..writes {
             assert_eq!(kv.get(&i.to_le_bytes()).unwrap(), Some(value(i)), "key {i}");
@@ -493,7 +621,7 @@ mod tests {
         stores.close().await;
         assert!(matches!(w(&held, Insert, b"k", b"w").await, Err(KvError::Storage(_))), "closed for writes");
         assert!(held.get(b"k").is_err(), "and for reads");
-        let reopened = KvStores::new(dir.path().to_owned()).unwrap();
+        let reopened = KvStores::new(dir.path().to_owned(), None).unwrap();
         let kv = reopened.site("c.test", 8);
         assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"v"[..]), "the database opens again at once");
         reopened.close().await;
@@ -503,7 +631,7 @@ mod tests {
     async fn a_store_that_cannot_open_says_why_not_that_the_node_stops() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv");
-        let stores = KvStores::new(path.clone()).unwrap();
+        let stores = KvStores::new(path.clone(), None).unwrap();
         std::fs::remove_dir(&path).unwrap();
         std::fs::write(&path, b"not a folder").unwrap();
         let kv = stores.site("x.test", 8);

@@ -32,8 +32,8 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     drop_folder: DropFolder,
-    /// Applies the fleet's deployments, in a fleet.
-    follower: Option<JoinHandle<()>>,
+    /// Apply the fleet's deployments and KV writes, in a fleet.
+    followers: Vec<JoinHandle<()>>,
 }
 
 impl Node {
@@ -62,7 +62,10 @@ impl Node {
         let store = ModuleStore::open(runtime, config.clone(), net, fleet.clone())
             .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;
         store.rescan().await;
-        let follower = fleet.map(|fleet| fleet.follow(store.clone()));
+        let followers = match fleet {
+            Some(fleet) => vec![fleet.follow(store.clone()), fleet.follow_kv(store.clone())],
+            None => Vec::new(),
+        };
 
         if config.admin_token.is_none() && config.sites.values().all(|s| s.token.is_none()) && !admin_addr.ip().is_loopback() {
             tracing::warn!("no admin token configured: the admin API on {admin_addr} answers loopback clients only");
@@ -111,7 +114,7 @@ impl Node {
         ]);
         let drop_folder = DropFolder::start(store.clone());
         tracing::info!(%http_addr, ?tls_addr, %admin_addr, data = %config.data.display(), "serving");
-        Ok(RunningNode { http_addr, tls_addr, admin_addr, store, stop, servers, drop_folder, follower })
+        Ok(RunningNode { http_addr, tls_addr, admin_addr, store, stop, servers, drop_folder, followers })
     }
 }
 
@@ -125,7 +128,7 @@ impl RunningNode {
             let _ = server.await;
         }
         self.drop_folder.stop().await;
-        if let Some(follower) = self.follower {
+        for follower in self.followers {
             follower.abort();
             let _ = follower.await;
         }

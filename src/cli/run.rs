@@ -77,7 +77,7 @@ impl RunCommand {
     async fn run_request(&self, runtime: &Arc<Runtime>, code: Code, abi: Abi, name: &str, path: &str) -> anyhow::Result<ExitCode> {
         let limits = SandboxLimits::from(&Limits::default());
         // A one-off run keeps its KV data in the cache, as the site `_run`.
-        let kv = KvStores::new(cache_dir().join("kv"))?.site("_run", limits.max_response_bytes);
+        let kv = KvStores::new(cache_dir().join("kv"), None)?.site("_run", limits.max_response_bytes);
         let config = HandlerConfig { label: Arc::from(format!("run/{name}")), limits, prewarm: 0, kv: Some(kv), net: None };
         let (handler, warnings) = Handler::new(runtime, code, abi, config)?;
         for warning in warnings {

@@ -132,12 +132,13 @@ impl ModuleStore {
         };
         let store = ModuleStore {
             baseline,
-            fleet,
             closed: std::sync::atomic::AtomicBool::new(false),
             sites_dir: data.join("sites"),
             artifacts_dir: data.join("artifacts"),
             tmp_dir: data.join("tmp"),
-            kv: KvStores::new(data.join("kv"))?,
+            // A fleet's KV is the fleet's bucket; a node's own store is kept
+            // apart, untouched, for when it leaves the fleet.
+            kv: KvStores::new(if fleet.is_some() { data.join("fleet").join("kv") } else { data.join("kv") }, fleet.clone())?,
             runtime,
             net,
             registry: Registry::default(),
@@ -145,6 +146,7 @@ impl ModuleStore {
             certs: Certificates::open(data.join("certs"), data.join("tmp"))?,
             gates: std::sync::Mutex::new(HashMap::new()),
             scan_state: tokio::sync::Mutex::new(HashMap::new()),
+            fleet,
             config,
         };
         for dir in [&store.sites_dir, &store.artifacts_dir, &store.tmp_dir] {
@@ -165,6 +167,16 @@ impl ModuleStore {
             kv_bytes_written: kv.bytes_written.load(Relaxed),
             outbound: std::array::from_fn(|i| self.net.results[i].load(Relaxed)),
         }
+    }
+
+    /// The KV store of `site`, shared by its modules.
+    pub fn kv_site(&self, site: &str) -> Arc<crate::kv::SiteKv> {
+        self.kv.site(site, SandboxLimits::from(self.config.limits_for(site)).max_response_bytes)
+    }
+
+    /// Every site's KV store.
+    pub fn kv_stores(&self) -> &KvStores {
+        &self.kv
     }
 
     /// Instance slots of the pooling allocator in use now.
@@ -303,7 +315,7 @@ impl ModuleStore {
         let prepared = prepare(upload)?;
         let site_limits = self.config.limits_for(site);
         let limits = SandboxLimits::from(site_limits);
-        let kv = self.kv.site(site, limits.max_response_bytes);
+        let kv = self.kv_site(site);
         let allow = AllowList::parse(&site_limits.outbound_hosts).map_err(DeployError::SiteConfig)?;
         let net = SiteNet { net: self.net.clone(), allow: Arc::new(allow) };
         let config = HandlerConfig {

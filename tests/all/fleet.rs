@@ -1,7 +1,8 @@
 //! A fleet of nodes on NATS JetStream: a module deployed on one node is
-//! served by the others, a node that missed deploys catches up, and a node
-//! whose servers are gone keeps serving and refuses deploys until they are
-//! back. Each test starts its own `nats-server` (Debian's package; `bash
+//! served by the others, a KV write on one node is read on the others, a
+//! node that missed deploys and writes catches up, and a node whose servers
+//! are gone keeps serving and reading, and refuses deploys and KV writes
+//! until they are back. Each test starts its own `nats-server` (Debian's package; `bash
 //! scripts/setup.sh` installs it) on a free loopback port.
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use terrafirma::config::FleetConfig;
 
-use crate::harness::{Resp, TestNode, fixture, say};
+use crate::harness::{Resp, TestNode, fixture, request, say};
 
 /// One JetStream server with its store in a temporary folder.
 struct Nats {
@@ -32,12 +33,18 @@ impl Nats {
     /// A server on a free port; `None` (the test is skipped, and says so)
     /// where nats-server is not installed, except under CI, which must have it.
     fn start() -> Option<Nats> {
+        Self::start_with("")
+    }
+
+    /// `start` with `conf` as the server's configuration file.
+    fn start_with(conf: &str) -> Option<Nats> {
         let Some(_) = nats_server() else {
             assert!(std::env::var_os("CI").is_none(), "nats-server is not installed (bash scripts/setup.sh installs it)");
             eprintln!("skipped: nats-server is not installed (bash scripts/setup.sh installs it)");
             return None;
         };
         let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
         let child = Self::spawn(&dir, None);
         let ports = dir.path().join("ports");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -64,6 +71,8 @@ impl Nats {
             .arg(dir.path().join("log"))
             .arg("--ports_file_dir")
             .arg(&ports)
+            .arg("-c")
+            .arg(dir.path().join("nats.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -142,10 +151,17 @@ async fn a_node_that_missed_deploys_catches_up_when_it_comes_back() {
     let b = fleet_node(&nats).await;
     a.deploy_ok("_default", "first", say("first")).await;
     assert_eq!(until_body(&b, "/first", "first").await.text(), "first");
+    a.deploy_ok("_default", "kv", fixture("kv")).await;
+    assert_eq!(a.send("PUT", "/kv/before", None, &[], "1").await.text(), "1");
+    assert_eq!(until_body(&b, "/kv/before", &got("1")).await.text(), got("1"));
     let b = b.stopped().await;
     a.deploy_ok("_default", "second", say("second")).await;
     a.deploy_ok("_default", "first", say("first, again")).await;
+    assert_eq!(a.send("PUT", "/kv/missed", None, &[], "2").await.text(), "1");
+    assert_eq!(a.send("DELETE", "/kv/before", None, &[], "").await.text(), "1");
     let b = b.start().await;
+    assert_eq!(until_body(&b, "/kv/missed", &got("2")).await.text(), got("2"), "a KV write made while it was down");
+    assert_eq!(until_body(&b, "/kv/before", "0").await.text(), "0", "and a removal");
     assert_eq!(until_body(&b, "/second", "second").await.text(), "second", "a deploy made while it was down");
     assert_eq!(until_body(&b, "/first", "first, again").await.text(), "first, again", "and a new version");
     a.stop().await;
@@ -160,10 +176,18 @@ async fn without_its_servers_a_node_serves_what_it_has_and_refuses_deploys() {
     a.deploy_ok("_default", "hello", fixture("hello")).await;
     assert_eq!(until_body(&b, "/hello", "Hello World!\n").await.status, 200);
 
+    a.deploy_ok("_default", "kv", fixture("kv")).await;
+    assert_eq!(a.send("PUT", "/kv/k", None, &[], "v").await.text(), "1");
+    assert_eq!(until_body(&b, "/kv/k", &got("v")).await.text(), got("v"));
+
     nats.kill();
     for node in [&a, &b] {
         let resp = node.get("/hello").await;
         assert_eq!((resp.status, resp.text().as_str()), (200, "Hello World!\n"), "serving goes on: {resp:?}");
+        assert_eq!(node.get("/kv/k").await.text(), got("v"), "and KV reads, from the local copy");
+        let refused = node.send("PUT", "/kv/new", None, &[], "w").await;
+        assert_eq!((refused.status, refused.text().as_str()), (200, "0"), "a KV write is refused: {refused:?}");
+        assert_eq!(node.get("/kv/new").await.text(), "0", "and not made");
     }
     let refused = a.deploy("_default", "later", say("later")).await;
     assert_eq!(refused.status, 503, "{refused:?}");
@@ -182,6 +206,101 @@ async fn without_its_servers_a_node_serves_what_it_has_and_refuses_deploys() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(until_body(&b, "/later", "later").await.text(), "later", "the other node catches up on reconnect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.send("PUT", "/kv/new", None, &[], "w").await.text() != "1" {
+        assert!(Instant::now() < deadline, "KV writes still refused 30 s after the server came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(until_body(&b, "/kv/new", &got("w")).await.text(), got("w"), "a write after the outage reaches the other node");
     a.stop().await;
     b.stop().await;
+}
+
+/// The `kv` fixture's answer to a GET of `/kv/KEY` holding `value`.
+fn got(value: &str) -> String {
+    format!("1{value}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_write_on_one_node_is_read_on_every_node_and_a_counter_converges() {
+    let Some(nats) = Nats::start() else { return };
+    let nodes = [fleet_node(&nats).await, fleet_node(&nats).await, fleet_node(&nats).await];
+    nodes[0].deploy_ok("_default", "kv", fixture("kv")).await;
+    let counter = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/counter.wat")).unwrap();
+    nodes[1].deploy_ok("_default", "counter", counter).await;
+    for node in &nodes {
+        assert_eq!(node.poll(None, "/counter/warm", |r| r.status == 200).await.status, 200);
+        assert_eq!(node.poll(None, "/kv/none", |r| r.status == 200).await.text(), "0");
+    }
+
+    let put = nodes[0].send("PUT", "/kv/greeting", None, &[], "hello").await;
+    assert_eq!(put.text(), "1", "a new key: {put:?}");
+    assert_eq!(nodes[0].get("/kv/greeting").await.text(), got("hello"), "read at once on the node that wrote it");
+    for node in &nodes[1..] {
+        assert_eq!(until_body(node, "/kv/greeting", &got("hello")).await.text(), got("hello"), "and soon on the others");
+    }
+
+    // The example counter, a read and a write of one key, on each node in
+    // turn: each request sees the one before once it has reached its node.
+    for round in 1..=6 {
+        let node = &nodes[round % 3];
+        let resp = node.get("/counter").await;
+        assert_eq!((resp.status, resp.text().trim()), (200, round.to_string().as_str()), "request {round}: {resp:?}");
+        assert_eq!(node.get("/kv/count").await.text().trim(), got(&round.to_string()), "read-your-writes on the node that counted");
+        let next = &nodes[(round + 1) % 3];
+        let seen = next.poll(None, "/kv/count", |r| r.text().trim() == got(&round.to_string())).await;
+        assert_eq!(seen.text().trim(), got(&round.to_string()), "the next node has it");
+    }
+    for node in &nodes {
+        let resp = node.poll(None, "/kv/count", |r| r.text().trim() == got("6")).await;
+        assert_eq!(resp.text().trim(), got("6"), "converged on every node: {resp:?}");
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_writes_of_one_key_from_two_nodes_at_once_are_all_kept() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (fleet_node(&nats).await, fleet_node(&nats).await);
+    a.deploy_ok("_default", "kv", fixture("kv")).await;
+    assert_eq!(b.poll(None, "/kv/none", |r| r.status == 200).await.text(), "0");
+    // Appends compare-and-set on the key's revision: one that lost the race
+    // is decided again on the bucket's latest value, never lost.
+    let appends = |node: &TestNode, letter: &'static str| {
+        let addr = node.node.http_addr;
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for _ in 0..25 {
+                answers.push(request(addr, "PATCH", "/kv/log", None, &[], letter).await.text());
+            }
+            answers
+        })
+    };
+    let (from_a, from_b) = (appends(&a, "a"), appends(&b, "b"));
+    let answers: Vec<String> = [from_a.await.unwrap(), from_b.await.unwrap()].concat();
+    assert_eq!(answers.iter().filter(|answer| *answer == "1").count(), 1, "one append created the key: {answers:?}");
+    assert!(answers.iter().all(|answer| answer == "0" || answer == "1"), "every append was made: {answers:?}");
+    for node in [&a, &b] {
+        let resp = node.poll(None, "/kv/log", |r| r.text().len() == 51).await;
+        let log = resp.text();
+        assert_eq!(log.len(), 51, "50 appends: {log}");
+        assert_eq!((log.matches('a').count(), log.matches('b').count()), (25, 25), "{log}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_values_over_the_servers_message_limit_are_refused_whole() {
+    let Some(nats) = Nats::start_with("max_payload: 65536\n") else { return };
+    let a = fleet_node(&nats).await;
+    a.deploy_ok("_default", "kv", fixture("kv")).await;
+    assert_eq!(a.send("PUT", "/kv/big", None, &[], vec![b'x'; 40_000]).await.text(), "1");
+    assert_eq!(a.send("PUT", "/kv/big", None, &[], vec![b'y'; 70_000]).await.text(), "0", "over max_payload");
+    assert_eq!(a.send("PATCH", "/kv/big", None, &[], vec![b'z'; 30_000]).await.text(), "0", "an append that would pass it");
+    let resp = a.get("/kv/big").await;
+    assert_eq!(resp.text(), got(&"x".repeat(40_000)), "the refused writes changed nothing");
+    a.stop().await;
 }

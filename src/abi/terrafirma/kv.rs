@@ -17,11 +17,16 @@ fn store<T: TerrafirmaView>(caller: &mut Caller<'_, T>) -> HostcallResult<Arc<Si
     Ok(caller.data_mut().session_mut().use_kv().ok_or(GuestTrap::Unavailable)?)
 }
 
-/// Applies a write. A write that may have to wait for the store to catch up
-/// is made off the worker thread, so it holds up no other request.
+/// Applies a write. A write that may have to wait (for the store to catch
+/// up, or for the fleet's servers) is made off the worker thread, so it
+/// holds up no other request; it is given up at the request's deadline.
 fn write<T: TerrafirmaView>(caller: &mut Caller<'_, T>, kind: WriteKind, key: Vec<u8>, value: Vec<u8>) -> HostcallResult<bool> {
     let kv = store(caller)?;
-    let result = if kv.write_may_wait() { off_worker(|| kv.write(kind, key, value)) } else { kv.write(kind, key, value) };
+    let deadline = caller.data().deadline();
+    let result = match kv.write_may_wait() {
+        true => off_worker(|| kv.write(kind, key, value, deadline)),
+        false => kv.write(kind, key, value, deadline),
+    };
     result.map_err(HostcallError::refused)
 }
 
