@@ -45,8 +45,8 @@ pub struct FleetConfig {
     /// A token the servers require, if they do.
     #[serde(default)]
     pub token: Option<String>,
-    /// Bucket names start with it: `PREFIX-modules` (objects) and
-    /// `PREFIX-deployments` (key-value).
+    /// Bucket names start with it: `PREFIX-modules` (objects),
+    /// `PREFIX-deployments` and `PREFIX-kv` (key-value).
     #[serde(default = "default_fleet_prefix")]
     pub prefix: String,
     /// Copies JetStream keeps of each bucket (1 for one server; 3 for a

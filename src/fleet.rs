@@ -17,10 +17,10 @@
 //! A guest's KV write is published to `PREFIX-kv` with compare-and-set on
 //! the revision the node's copy holds (after a conflict, on the bucket's
 //! latest), and returns once JetStream acknowledged it (stored on a quorum
-//! of servers when the bucket is replicated) and this node's copy, fed by
-//! its watch of the bucket, has applied it: read-your-writes on the writing
-//! node. Reads are local; the other nodes see the write when their watch
-//! delivers it (`docs/fleet.md` has the promise in full).
+//! of servers when the bucket is replicated) and it is in this node's copy:
+//! read-your-writes on the writing node. Reads are local; every node's copy
+//! is fed by its watch of the bucket, so the other nodes see the write when
+//! their watch delivers it (`docs/fleet.md` has the promise in full).
 //!
 //! A deploy on a node validates and compiles locally first, then stores the
 //! object, then writes the key with compare-and-set on its revision (so two
@@ -32,6 +32,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, kv, object_store};
@@ -42,7 +43,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
 use crate::config::FleetConfig;
-use crate::kv::{Decision, KvError, SiteKv, WriteKind};
+use crate::kv::{AppliedBy, Decision, KvError, SiteKv, WriteKind};
 use crate::modules::ModuleStore;
 
 /// How long one JetStream request may take before the deploy (or the
@@ -55,11 +56,6 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// Deployments kept per module (the current one and older, for rollback).
 const HISTORY: i64 = 16;
-
-/// Longest a KV write waits, once acknowledged, for this node's copy to
-/// show it before it returns anyway (the write is made; this node's reads
-/// see it when the watch catches up).
-const KV_VISIBLE: Duration = Duration::from_secs(2);
 
 /// How often the KV follower makes its copy durable and records the
 /// revision it got to.
@@ -107,8 +103,8 @@ pub struct Fleet {
     revision_file: PathBuf,
     /// The runtime a KV write, made on a thread of its own, waits on.
     runtime: tokio::runtime::Handle,
-    /// The last revision of the KV bucket this node's copy applied.
-    kv_applied: tokio::sync::watch::Sender<u64>,
+    /// The last revision of the KV bucket this node's watch applied.
+    kv_applied: AtomicU64,
     /// Where `kv_applied` is kept, once the copy is durable up to it.
     kv_revision_file: PathBuf,
 }
@@ -141,7 +137,7 @@ impl Fleet {
             buckets: OnceCell::new(),
             revision_file: dir.join("revision"),
             runtime: tokio::runtime::Handle::current(),
-            kv_applied: tokio::sync::watch::Sender::new(kv_applied),
+            kv_applied: AtomicU64::new(kv_applied),
             kv_revision_file,
         }))
     }
@@ -233,16 +229,9 @@ impl Fleet {
     /// deployment from the last one applied on is made local.
     pub fn follow(self: &Arc<Self>, store: Arc<ModuleStore>) -> tokio::task::JoinHandle<()> {
         let fleet = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match fleet.follow_once(&store).await {
-                    Ok(()) => return,
-                    Err(error) => {
-                        tracing::warn!("fleet: {error}; trying again");
-                        tokio::time::sleep(RETRY).await;
-                    }
-                }
-            }
+        keep_following("fleet", move || {
+            let (fleet, store) = (fleet.clone(), store.clone());
+            async move { fleet.follow_once(&store).await }
         })
     }
 
@@ -252,7 +241,11 @@ impl Fleet {
     /// deployment of the same module replaces it; the others go on.
     async fn follow_once(&self, store: &Arc<ModuleStore>) -> Result<(), FleetError> {
         let buckets = self.buckets().await?;
-        let mut watch = buckets.deployments.watch_all_from_revision(self.applied() + 1).await.map_err(failed)?;
+        // The latest deployment of each module (the bucket keeps older ones
+        // for rollback, which a node catching up need not compile), then
+        // every new one; those this node applied already are skipped.
+        let applied = self.applied();
+        let mut watch = buckets.deployments.watch_with_history(">").await.map_err(failed)?;
         let mut pending: std::collections::BTreeMap<String, kv::Entry> = Default::default();
         let mut retry = tokio::time::interval(RETRY);
         loop {
@@ -260,6 +253,9 @@ impl Fleet {
                 entry = watch.next() => {
                     let Some(entry) = entry else { return Err(FleetError("the watch of the deployments bucket ended".into())) };
                     let entry = entry.map_err(failed)?;
+                    if entry.revision <= applied {
+                        continue;
+                    }
                     pending.remove(&entry.key);
                     if let Err(error) = self.apply(store, buckets, &entry).await {
                         tracing::warn!(key = %entry.key, revision = entry.revision, "fleet: not applied yet: {error}");
@@ -383,7 +379,7 @@ impl Fleet {
         let limit = self.client.server_info().max_payload.saturating_sub(KV_MESSAGE_ROOM);
         // What the write is decided on and expects: this node's copy first,
         // after a conflict the bucket's latest (revision 0: no such key).
-        let mut basis: (u64, Option<Vec<u8>>) = kv.replicated(key)?.map_or((0, None), |(revision, value)| (revision, Some(value)));
+        let mut basis: (u64, Option<Vec<u8>>) = kv.replicated(key)?.unwrap_or((0, None));
         for _ in 0..KV_TRIES {
             let (new, answer) = match kv.plan(kind, key, basis.1.as_deref(), value)? {
                 Decision::Unchanged(answer) => return Ok(answer),
@@ -394,11 +390,10 @@ impl Fleet {
             {
                 return Err(KvError::OverMessageLimit { len, limit });
             }
-            let published =
-                tokio::time::timeout_at(deadline, self.publish_kv(buckets, &bucket_key, new, basis.0)).await.map_err(|_| late())?;
-            match published {
+            let published = tokio::time::timeout_at(deadline, self.publish_kv(buckets, &bucket_key, new.as_deref(), basis.0));
+            match published.await.map_err(|_| late())? {
                 Ok(revision) => {
-                    self.until_applied(revision).await;
+                    kv.apply(key, new.as_deref(), revision, AppliedBy::Writer)?;
                     return Ok(answer);
                 }
                 Err(Published::Conflict) => {
@@ -416,12 +411,12 @@ impl Fleet {
 
     /// Publishes `value` (`None`: a deletion) as `key` if the key's last
     /// revision is `expected`; the new revision.
-    async fn publish_kv(&self, buckets: &Buckets, key: &str, value: Option<Vec<u8>>, expected: u64) -> Result<u64, Published> {
+    async fn publish_kv(&self, buckets: &Buckets, key: &str, value: Option<&[u8]>, expected: u64) -> Result<u64, Published> {
         use async_nats::jetstream::context::PublishErrorKind;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
         let payload = match value {
-            Some(value) => value.into(),
+            Some(value) => bytes::Bytes::copy_from_slice(value),
             None => {
                 headers.insert("KV-Operation", "DEL");
                 bytes::Bytes::new()
@@ -436,28 +431,12 @@ impl Fleet {
         }
     }
 
-    /// Waits (up to `KV_VISIBLE`) until this node's copy has applied
-    /// `revision`.
-    async fn until_applied(&self, revision: u64) {
-        let mut applied = self.kv_applied.subscribe();
-        if tokio::time::timeout(KV_VISIBLE, applied.wait_for(|&applied| applied >= revision)).await.is_err() {
-            tracing::warn!(revision, "fleet: a KV write was made, but this node's copy has not caught up with it yet");
-        }
-    }
-
     /// Follows the KV bucket into the node's copy until the store is closed.
     pub fn follow_kv(self: &Arc<Self>, store: Arc<ModuleStore>) -> tokio::task::JoinHandle<()> {
         let fleet = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match fleet.follow_kv_once(&store).await {
-                    Ok(()) => return,
-                    Err(error) => {
-                        tracing::warn!("fleet KV: {error}; trying again");
-                        tokio::time::sleep(RETRY).await;
-                    }
-                }
-            }
+        keep_following("fleet KV", move || {
+            let (fleet, store) = (fleet.clone(), store.clone());
+            async move { fleet.follow_kv_once(&store).await }
         })
     }
 
@@ -466,26 +445,27 @@ impl Fleet {
     /// the revision recorded, so a restart resumes from there.
     async fn follow_kv_once(&self, store: &Arc<ModuleStore>) -> Result<(), FleetError> {
         let buckets = self.buckets().await?;
-        let applied = *self.kv_applied.borrow();
+        let applied = self.kv_applied.load(Ordering::Relaxed);
         let last = self.jetstream.get_stream(format!("KV_{}", buckets.kv_bucket)).await.map_err(failed)?.cached_info().state.last_sequence;
         if last < applied {
             tracing::warn!(applied, last, "fleet KV: the bucket is behind this node's copy (was it made anew?); reading it all again");
-            self.kv_applied.send_replace(0);
+            self.kv_applied.store(0, Ordering::Relaxed);
         }
-        let from = *self.kv_applied.borrow() + 1;
-        let mut watch = buckets.kv.watch_all_from_revision(from).await.map_err(failed)?;
+        // The bucket keeps one revision per key: from the next one on is
+        // exactly what this copy lacks.
+        let mut recorded = self.kv_applied.load(Ordering::Relaxed);
+        let mut watch = buckets.kv.watch_all_from_revision(recorded + 1).await.map_err(failed)?;
         let mut record = tokio::time::interval(KV_RECORD_EVERY);
-        let mut recorded = *self.kv_applied.borrow();
         loop {
             tokio::select! {
                 entry = watch.next() => {
                     let Some(entry) = entry else { return Err(FleetError("the watch of the KV bucket ended".into())) };
                     let entry = entry.map_err(failed)?;
                     apply_kv(store, &entry).map_err(failed)?;
-                    self.kv_applied.send_modify(|applied| *applied = (*applied).max(entry.revision));
+                    self.kv_applied.fetch_max(entry.revision, Ordering::Relaxed);
                 }
                 _ = record.tick() => {
-                    let applied = *self.kv_applied.borrow();
+                    let applied = self.kv_applied.load(Ordering::Relaxed);
                     if applied > recorded {
                         let (store, file) = (store.clone(), self.kv_revision_file.clone());
                         let persisted = tokio::task::spawn_blocking(move || store.kv_stores().persist().map(|()| write_revision(&file, applied)));
@@ -512,7 +492,37 @@ fn apply_kv(store: &ModuleStore, entry: &kv::Entry) -> Result<(), KvError> {
         return Ok(());
     };
     let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
-    store.kv_site(site).apply(&key, value, entry.revision)
+    store.kv_site(site).apply(&key, value, entry.revision, AppliedBy::Watch)
+}
+
+/// Runs `step` (one watch, until it fails) again and again, `RETRY` apart,
+/// until it returns `Ok`; each run in a task of its own, so that a panic in
+/// the NATS client (async-nats 0.38 unwraps a timed-out consumer creation
+/// while an object is read, as after a server is killed) ends that run,
+/// not the following. Aborting the returned task aborts the run.
+fn keep_following<F, Fut>(what: &'static str, step: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), FleetError>> + Send + 'static,
+{
+    /// Aborts the run when the following is aborted.
+    struct Run(tokio::task::JoinHandle<Result<(), FleetError>>);
+    impl Drop for Run {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            let mut run = Run(tokio::spawn(step()));
+            match (&mut run.0).await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => tracing::warn!("{what}: {error}; trying again"),
+                Err(failed) => tracing::error!("{what}: the NATS client failed ({failed}); starting again"),
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    })
 }
 
 /// Why a KV write was not published.
@@ -559,7 +569,7 @@ fn parse_kv_key(key: &str) -> Option<(&str, Vec<u8>)> {
     use base64::Engine;
     let (site, key) = key.split_once('/')?;
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key).ok()?;
-    (crate::names::valid_site_name(site) && key.len() <= crate::kv::MAX_KEY_BYTES).then_some((site, key))
+    (crate::names::valid_site_name(site) && (1..=crate::kv::MAX_KEY_BYTES).contains(&key.len())).then_some((site, key))
 }
 
 #[cfg(test)]
@@ -575,12 +585,13 @@ mod tests {
                 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
         };
         let long = vec![0xff; crate::kv::MAX_KEY_BYTES];
-        for (site, key) in [("_default", &b""[..]), ("a.example.com", b"count"), ("x-1", &[0, 1, 2, 0xff, b'/', b'.']), ("s", &long)] {
+        for (site, key) in [("_default", &b"k"[..]), ("a.example.com", b"count"), ("x-1", &[0, 1, 2, 0xff, b'/', b'.']), ("s", &long)] {
             let encoded = kv_key(site, key);
             assert!(allowed(&encoded), "{encoded}");
             assert_eq!(parse_kv_key(&encoded), Some((site, key.to_vec())));
         }
         assert_eq!(parse_kv_key("no-slash"), None);
+        assert_eq!(parse_kv_key("s/"), None, "an empty key");
         assert_eq!(parse_kv_key("Bad_Site/AA"), None, "not a site name");
         assert_eq!(parse_kv_key("s/!!"), None, "not base64url");
         let too_long = kv_key("s", &[0; crate::kv::MAX_KEY_BYTES + 1]);

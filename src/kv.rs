@@ -7,10 +7,11 @@
 //! `journal` says how, and how a power loss is bounded.
 //!
 //! In a fleet (`crate::fleet`) the database is the node's copy of the
-//! fleet's KV bucket instead: a write goes to JetStream, and every node's
-//! copy, the writer's too, is fed by a watch of the bucket. Each value is
-//! then stored after the bucket revision it came with (8 bytes, little
-//! endian), which the next write of the key expects (compare-and-set).
+//! fleet's KV bucket instead: a write goes to JetStream, then to the
+//! writer's copy; every node's copy is fed by a watch of the bucket. Each
+//! value is stored after the bucket revision it came with (`Replica`),
+//! which the next write of the key expects (compare-and-set), and which
+//! keeps an older revision arriving late from undoing a newer one.
 
 mod journal;
 
@@ -47,6 +48,8 @@ const BACKLOG_L0_TABLES: usize = 25;
 pub enum KvError {
     #[error("key of {0} bytes is over the limit of {MAX_KEY_BYTES}")]
     KeyTooLong(usize),
+    #[error("a key may not be empty")]
+    EmptyKey,
     #[error("value of {len} bytes is over the limit of {limit}")]
     ValueTooLarge { len: usize, limit: usize },
     #[error("the site's store is full ({MAX_SITE_BYTES} bytes)")]
@@ -96,6 +99,8 @@ pub struct KvStores {
     pub counts: Arc<KvCounts>,
     /// The fleet whose KV bucket these stores are the local copy of.
     fleet: Option<Arc<Fleet>>,
+    /// Whether the stores hold a fleet's copy (`Replica`s).
+    replica: bool,
 }
 
 /// KV operations and bytes since the node started.
@@ -122,7 +127,8 @@ impl KvStores {
     pub fn new(dir: PathBuf, fleet: Option<Arc<Fleet>>) -> std::io::Result<KvStores> {
         std::fs::create_dir_all(&dir)?;
         let users = Arc::new(AtomicUsize::new(0));
-        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()), users, counts: Arc::default(), fleet })
+        let replica = fleet.is_some();
+        Ok(KvStores { dir, open: Mutex::new(None), sites: Mutex::new(HashMap::new()), users, counts: Arc::default(), fleet, replica })
     }
 
     /// Makes everything written so far survive a power loss (the fleet's
@@ -152,6 +158,7 @@ impl KvStores {
                 Arc::new(SiteKv {
                     site: site.to_owned(),
                     fleet: self.fleet.clone(),
+                    replica: self.replica,
                     max_value,
                     reads,
                     state: Mutex::new(state),
@@ -223,6 +230,8 @@ pub struct SiteKv {
     site: String,
     /// In a fleet: where writes go (see the module doc).
     fleet: Option<Arc<Fleet>>,
+    /// Whether the store is a fleet's copy (`Replica`s).
+    replica: bool,
     max_value: usize,
     /// The store as reads see it, without waiting for a write; `None` once
     /// closed.
@@ -269,15 +278,13 @@ pub enum WriteKind {
 
 impl SiteKv {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(KvError::KeyTooLong(key.len()));
-        }
+        check_key(key)?;
         let live = self.reads.load();
         let stored = live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?;
-        let value = stored.map(|value| match self.fleet {
-            Some(_) => value.get(REVISION_BYTES..).unwrap_or_default().to_vec(),
-            None => value.to_vec(),
-        });
+        let value = match self.replica {
+            true => stored.and_then(|stored| Replica::parse(&stored)?.value.map(<[u8]>::to_vec)),
+            false => stored.map(|value| value.to_vec()),
+        };
         self.counts.count(0, &self.counts.bytes_read, value.as_ref().map_or(0, Vec::len));
         Ok(value)
     }
@@ -290,7 +297,7 @@ impl SiteKv {
     /// once its servers have stopped.
     pub fn flush(&self) -> Result<(), KvError> {
         // In a fleet a write is durable once JetStream acknowledged it.
-        if self.fleet.is_some() {
+        if self.replica {
             return Ok(());
         }
         self.reads.load().as_ref().map_or(Ok(()), |live| live.journal.flush())
@@ -331,9 +338,7 @@ impl SiteKv {
     /// `flush`. In a fleet, through the fleet's bucket, given up at
     /// `deadline` (see `Fleet::write_kv`).
     pub fn write(&self, kind: WriteKind, key: Vec<u8>, value: Vec<u8>, deadline: std::time::Instant) -> Result<bool, KvError> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(KvError::KeyTooLong(key.len()));
-        }
+        check_key(&key)?;
         let op = 1 + match kind {
             WriteKind::Insert => 0,
             WriteKind::Upsert => 1,
@@ -341,7 +346,8 @@ impl SiteKv {
             WriteKind::Remove => 3,
         };
         self.counts.count(op, &self.counts.bytes_written, key.len() + value.len());
-        if let Some(fleet) = &self.fleet {
+        if self.replica {
+            let fleet = self.fleet.as_ref().ok_or_else(|| KvError::Fleet("this copy is written by its fleet only".into()))?;
             return fleet.write_kv(self, kind, &key, &value, deadline);
         }
         let mut state = lock(&self.state);
@@ -387,11 +393,11 @@ impl SiteKv {
     }
 
     /// In a fleet: the local copy of `key`, with the bucket revision it came
-    /// with.
-    pub(crate) fn replicated(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>, KvError> {
+    /// with; a value of `None` if that revision removed it.
+    pub(crate) fn replicated(&self, key: &[u8]) -> Result<Option<(u64, Option<Vec<u8>>)>, KvError> {
         let live = self.reads.load();
         let stored = live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?;
-        Ok(stored.and_then(|stored| split_revision(&stored)))
+        Ok(stored.and_then(|stored| Replica::parse(&stored).map(|replica| (replica.revision, replica.value.map(<[u8]>::to_vec)))))
     }
 
     /// In a fleet: what `kind` makes of a value `old` (`None`: absent),
@@ -407,24 +413,29 @@ impl SiteKv {
     }
 
     /// In a fleet: applies the bucket's `revision` of `key` (a value, or
-    /// `None` for a deletion) to the local copy.
-    pub(crate) fn apply(&self, key: &[u8], value: Option<&[u8]>, revision: u64) -> Result<(), KvError> {
+    /// `None` for a removal) to the local copy, unless the copy already
+    /// holds that revision or a later one. `by` says who: the watch applies
+    /// the bucket's revisions in order, so a removal it applies removes the
+    /// key; the writer applies its own as soon as JetStream acknowledged it,
+    /// possibly before older ones reach the watch, so its removal is kept
+    /// as a marker (which the watch removes when it gets there).
+    pub(crate) fn apply(&self, key: &[u8], value: Option<&[u8]>, revision: u64, by: AppliedBy) -> Result<(), KvError> {
+        check_key(key)?;
         let mut state = lock(&self.state);
         let state = state.as_mut().ok_or_else(|| self.unavailable.clone())?;
         let live = &*state.live;
         let old = live.data.get(key).map_err(storage)?;
+        let old = old.as_deref().and_then(Replica::parse);
+        if old.as_ref().is_some_and(|old| old.revision >= revision) {
+            return Ok(());
+        }
         let size = |len: Option<usize>| len.map_or(0, |len| (key.len() + len) as u64);
-        let old_size = size(old.as_ref().map(|v| v.len().saturating_sub(REVISION_BYTES)));
+        let old_size = size(old.and_then(|old| old.value).map(<[u8]>::len));
         let new_size = size(value.map(<[u8]>::len));
         live.journal
-            .write(|| match value {
-                Some(value) => {
-                    let mut stored = Vec::with_capacity(REVISION_BYTES + value.len());
-                    stored.extend_from_slice(&revision.to_le_bytes());
-                    stored.extend_from_slice(value);
-                    live.data.insert(key, stored)
-                }
-                None => live.data.remove(key),
+            .write(|| match (value, by) {
+                (None, AppliedBy::Watch) => live.data.remove(key),
+                _ => live.data.insert(key, Replica { revision, value }.to_bytes()),
             })
             .map_err(storage)?;
         state.stored = (state.stored + new_size).saturating_sub(old_size);
@@ -432,12 +443,51 @@ impl SiteKv {
     }
 }
 
-/// Bytes of the bucket revision before each value in a fleet's copy.
-const REVISION_BYTES: usize = 8;
+/// Keys are 1 to `MAX_KEY_BYTES` bytes (fjall refuses empty ones).
+fn check_key(key: &[u8]) -> Result<(), KvError> {
+    match key.len() {
+        0 => Err(KvError::EmptyKey),
+        len if len > MAX_KEY_BYTES => Err(KvError::KeyTooLong(len)),
+        _ => Ok(()),
+    }
+}
 
-fn split_revision(stored: &[u8]) -> Option<(u64, Vec<u8>)> {
-    let (revision, value) = stored.split_first_chunk::<REVISION_BYTES>()?;
-    Some((u64::from_le_bytes(*revision), value.to_vec()))
+/// Who applies a revision to a fleet's copy (see `SiteKv::apply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppliedBy {
+    Watch,
+    Writer,
+}
+
+/// A key of a fleet's copy as stored: the bucket revision (8 bytes, little
+/// endian), then 0 and the value, or 1 for a removal.
+struct Replica<'a> {
+    revision: u64,
+    value: Option<&'a [u8]>,
+}
+
+impl<'a> Replica<'a> {
+    fn parse(stored: &'a [u8]) -> Option<Replica<'a>> {
+        let (revision, rest) = stored.split_first_chunk::<8>()?;
+        let value = match rest.split_first()? {
+            (0, value) => Some(value),
+            (_, _) => None,
+        };
+        Some(Replica { revision: u64::from_le_bytes(*revision), value })
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut stored = Vec::with_capacity(9 + self.value.map_or(0, <[u8]>::len));
+        stored.extend_from_slice(&self.revision.to_le_bytes());
+        match self.value {
+            Some(value) => {
+                stored.push(0);
+                stored.extend_from_slice(value);
+            }
+            None => stored.push(1),
+        }
+        stored
+    }
 }
 
 /// What a write does to a key.
@@ -527,8 +577,43 @@ mod tests {
         assert!(matches!(w(&kv, Append, b"n", b"12345678").await, Err(KvError::ValueTooLarge { .. })));
         assert_eq!(kv.get(b"n").unwrap().as_deref(), Some(&b"z"[..]), "a refused append changes nothing");
         assert!(matches!(w(&kv, Insert, &[b'k'; MAX_KEY_BYTES + 1], b"v").await, Err(KvError::KeyTooLong(_))));
+        // fjall panics on an empty key: refused before it gets there.
+        assert!(matches!(w(&kv, Insert, b"", b"v").await, Err(KvError::EmptyKey)));
+        assert!(matches!(kv.get(b""), Err(KvError::EmptyKey)));
         let other = stores.site("b.test", 8);
         assert_eq!(other.get(b"u").unwrap(), None);
+        stores.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_fleets_copy_keeps_the_newest_revision_whichever_comes_first() {
+        use AppliedBy::*;
+        let dir = tempfile::tempdir().unwrap();
+        let mut stores = KvStores::new(dir.path().to_owned(), None).unwrap();
+        stores.replica = true;
+        let kv = stores.site("r.test", 64);
+        kv.apply(b"k", Some(b"one"), 3, Watch).unwrap();
+        assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(kv.replicated(b"k").unwrap(), Some((3, Some(b"one".to_vec()))));
+        // The writer's revision 7 before the watch's older 5: 5 changes nothing.
+        kv.apply(b"k", Some(b"seven"), 7, Writer).unwrap();
+        kv.apply(b"k", Some(b"five"), 5, Watch).unwrap();
+        assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"seven"[..]));
+        kv.apply(b"k", Some(b"seven"), 7, Watch).unwrap();
+        // A removal by the writer is kept as a marker an older put cannot undo...
+        kv.apply(b"k", None, 9, Writer).unwrap();
+        kv.apply(b"k", Some(b"eight"), 8, Watch).unwrap();
+        assert_eq!(kv.get(b"k").unwrap(), None);
+        assert_eq!(kv.replicated(b"k").unwrap(), Some((9, None)), "the marker holds the revision to expect");
+        // ...and the watch, in order, removes the key when it gets there.
+        kv.apply(b"k", None, 9, Watch).unwrap();
+        assert_eq!(kv.replicated(b"k").unwrap(), Some((9, None)), "the same revision is not applied twice");
+        kv.apply(b"gone", Some(b"x"), 10, Watch).unwrap();
+        kv.apply(b"gone", None, 11, Watch).unwrap();
+        assert_eq!(kv.replicated(b"gone").unwrap(), None, "removed outright");
+        kv.apply(b"e", Some(b""), 12, Watch).unwrap();
+        assert_eq!(kv.get(b"e").unwrap().as_deref(), Some(&b""[..]), "an empty value is not a removal");
+        assert!(matches!(w(&kv, Insert, b"k", b"v").await, Err(KvError::Fleet(_))), "a copy without its fleet takes no write");
         stores.close().await;
     }
 

@@ -61,7 +61,7 @@ impl Node {
         };
         let store = ModuleStore::open(runtime, config.clone(), net, fleet.clone())
             .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;
-        store.rescan().await;
+        store.rescan(crate::modules::Scan::Start).await;
         let followers = match fleet {
             Some(fleet) => vec![fleet.follow(store.clone()), fleet.follow_kv(store.clone())],
             None => Vec::new(),

@@ -10,4 +10,4 @@ pub mod store;
 pub mod watcher;
 
 pub use registry::{Deployed, Quantiles, Registry};
-pub use store::{DeployError, ModuleStore};
+pub use store::{DeployError, ModuleStore, Scan};

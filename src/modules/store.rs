@@ -118,6 +118,16 @@ pub struct ModuleStore {
     scan_state: tokio::sync::Mutex<HashMap<(String, String), Stamp>>,
 }
 
+/// Why the data folder is scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// The node starts: load what the folder holds.
+    Start,
+    /// The drop folder changed (or its periodic scan): in a fleet, changes
+    /// go to the fleet.
+    DropFolder,
+}
+
 impl ModuleStore {
     pub fn open(
         runtime: Arc<Runtime>,
@@ -405,22 +415,37 @@ impl ModuleStore {
     /// Brings the registry in line with `DATA/sites`: new or changed files are
     /// deployed, removed files stop being served. Used at start and by the
     /// drop-folder watcher. A file that fails is logged once per version.
-    pub async fn rescan(self: &Arc<Self>) {
+    ///
+    /// In a fleet, what the drop folder changes while the node runs goes to
+    /// the fleet first, as an admin API deploy or deletion does: a change
+    /// the fleet's servers do not take is not made here either, and is tried
+    /// again at the next scan. At start the folder is this node's copy of
+    /// what the fleet deployed, and is only loaded.
+    pub async fn rescan(self: &Arc<Self>, scan: Scan) {
         let mut scan_state = self.scan_state.lock().await;
         let this = self.clone();
         let seen = std::mem::take(&mut *scan_state);
-        let seen = tokio::task::spawn_blocking(move || this.rescan_blocking(seen)).await;
+        let seen = tokio::task::spawn_blocking(move || this.rescan_blocking(seen, scan)).await;
         match seen {
             Ok(seen) => *scan_state = seen,
             Err(e) => tracing::error!("drop-folder scan failed: {e}"),
         }
     }
 
-    fn rescan_blocking(&self, mut seen: HashMap<(String, String), Stamp>) -> HashMap<(String, String), Stamp> {
+    fn rescan_blocking(&self, mut seen: HashMap<(String, String), Stamp>, scan: Scan) -> HashMap<(String, String), Stamp> {
+        let fleet = self.fleet.as_ref().filter(|_| scan == Scan::DropFolder);
+        // This runs on a blocking thread of the runtime, which may wait on it.
+        let runtime = tokio::runtime::Handle::current();
         let files = self.module_files();
         for deployed in self.registry.all() {
             let key = (deployed.site.clone(), deployed.name.clone());
             if !files.contains_key(&key) {
+                if let Some(fleet) = fleet
+                    && let Err(error) = runtime.block_on(fleet.retract(&key.0, &key.1))
+                {
+                    tracing::warn!(site = %key.0, module = %key.1, "module file removed, still served: {error}; trying again at the next scan");
+                    continue;
+                }
                 tracing::info!(site = %key.0, module = %key.1, "module file removed; no longer served");
                 self.registry.remove(&key.0, &key.1);
                 seen.remove(&key);
@@ -449,7 +474,15 @@ impl ModuleStore {
                 continue;
             }
             match self.build(&site, &name, &bytes) {
-                Ok(Built { deployed, compile_ms, .. }) => {
+                Ok(Built { deployed, compile_ms, original, .. }) => {
+                    if let Some(fleet) = fleet
+                        && let Err(error) =
+                            runtime.block_on(fleet.publish(&site, &name, &original, &deployed.sha256, deployed.abi.as_str()))
+                    {
+                        tracing::warn!(%site, module = %name, "module file not deployed: {error}; trying again at the next scan");
+                        seen.remove(&(site, name));
+                        continue;
+                    }
                     tracing::info!(%site, module = %name, sha256 = %deployed.sha256, compile_ms, "deployed from the data folder");
                     self.registry.insert(deployed);
                 }

@@ -11,7 +11,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::ModuleStore;
+use super::{ModuleStore, Scan};
 
 /// Writes settle for this long before a scan (a `cp` is many writes).
 const QUIET: Duration = Duration::from_millis(150);
@@ -46,7 +46,7 @@ impl DropFolder {
                     tokio::time::sleep(QUIET).await;
                     while wake.try_recv().is_ok() {}
                 }
-                store.rescan().await;
+                store.rescan(Scan::DropFolder).await;
             }
         });
         DropFolder { task, _watcher: watcher }

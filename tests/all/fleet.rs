@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use terrafirma::config::FleetConfig;
 
-use crate::harness::{Resp, TestNode, fixture, request, say};
+use crate::harness::{Resp, TestNode, fixture, request, say, say_wasm};
 
 /// One JetStream server with its store in a temporary folder.
 struct Nats {
@@ -303,4 +303,145 @@ async fn kv_values_over_the_servers_message_limit_are_refused_whole() {
     let resp = a.get("/kv/big").await;
     assert_eq!(resp.text(), got(&"x".repeat(40_000)), "the refused writes changed nothing");
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drop_folder_of_a_node_in_a_fleet_deploys_to_the_fleet() {
+    let Some(mut nats) = Nats::start() else { return };
+    let (a, b) = (fleet_node(&nats).await, fleet_node(&nats).await);
+    let file = a.module_file("_default", "dropped");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, say_wasm("dropped")).unwrap();
+    for node in [&a, &b] {
+        assert_eq!(until_body(node, "/dropped", "dropped").await.text(), "dropped", "a file dropped on the first node");
+    }
+    std::fs::remove_file(&file).unwrap();
+    for node in [&a, &b] {
+        assert_eq!(node.poll(None, "/dropped", |r| r.status == 404).await.status, 404, "its removal");
+    }
+
+    // Without the servers a dropped file is not served, here or anywhere,
+    // until the fleet takes it.
+    nats.kill();
+    std::fs::write(&file, say_wasm("later")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.get("/dropped").await.status, 404, "not served while the fleet cannot take it");
+    nats.restart();
+    for node in [&a, &b] {
+        assert_eq!(until_body(node, "/dropped", "later").await.text(), "later", "taken once the servers are back");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Three JetStream servers in one cluster, on free loopback ports.
+struct Cluster {
+    servers: Vec<Child>,
+    dir: TempDir,
+    ports: Vec<u16>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let Some(_) = nats_server() else {
+            assert!(std::env::var_os("CI").is_none(), "nats-server is not installed (bash scripts/setup.sh installs it)");
+            eprintln!("skipped: nats-server is not installed (bash scripts/setup.sh installs it)");
+            return None;
+        };
+        let dir = TempDir::new().unwrap();
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let routes: Vec<String> = ports[3..].iter().map(|port| format!("nats://127.0.0.1:{port}")).collect();
+        let mut cluster = Cluster { servers: Vec::new(), dir, ports };
+        for i in 0..3 {
+            let server = cluster.spawn(i, &routes.join(","));
+            cluster.servers.push(server);
+        }
+        Some(cluster)
+    }
+
+    fn spawn(&self, i: usize, routes: &str) -> Child {
+        let store = self.dir.path().join(format!("store-{i}"));
+        Command::new(nats_server().unwrap())
+            .args(["-n", &format!("nats-{i}"), "-a", "127.0.0.1", "-p", &self.ports[i].to_string(), "-js", "-sd"])
+            .arg(store)
+            .args(["--cluster_name", "terrafirma", "--cluster", &format!("nats://127.0.0.1:{}", self.ports[3 + i]), "--routes", routes])
+            .arg("-l")
+            .arg(self.dir.path().join(format!("log-{i}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server")
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.ports[..3].iter().map(|port| format!("nats://127.0.0.1:{port}")).collect()
+    }
+
+    /// `kill -9` of one server.
+    fn kill(&mut self, i: usize) {
+        let _ = self.servers[i].kill();
+        let _ = self.servers[i].wait();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_server_killed_during_deploys_and_kv_writes_loses_no_acknowledged_one() {
+    let Some(mut cluster) = Cluster::start() else { return };
+    let fleet = FleetConfig { nats: cluster.urls(), replicas: 3, ..FleetConfig::at("nats://127.0.0.1:1") };
+    let node = || {
+        let fleet = fleet.clone();
+        TestNode::start_with(move |c| c.fleet = Some(fleet))
+    };
+    let a = node().await;
+    // Until the cluster has elected its JetStream leader, deploys are refused.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(a.deploy("_default", "kv", fixture("kv")).await.status, 200 | 201) {
+        assert!(Instant::now() < deadline, "the cluster took no deploy for 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (mut acked_keys, mut acked_version) = (Vec::new(), None);
+    let start = Instant::now();
+    for i in 0..60 {
+        if i == 20 {
+            cluster.kill(0);
+        }
+        if a.send("PUT", &format!("/kv/k{i}"), None, &[], i.to_string()).await.text() == "1" {
+            acked_keys.push(i);
+        }
+        if i % 5 == 0 && matches!(a.deploy("_default", "version", say(&format!("v{i}"))).await.status, 200 | 201) {
+            acked_version = Some(format!("v{i}"));
+        }
+        // Past the kill, until writes are taken again (a new leader).
+        if i > 20 && acked_keys.last() != Some(&i) && start.elapsed() < Duration::from_secs(50) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    assert!(
+        acked_keys.iter().any(|&i| i < 20) && acked_keys.iter().any(|&i| i > 20),
+        "writes acknowledged before and after the kill: {acked_keys:?}"
+    );
+    let acked_version = acked_version.expect("a deploy acknowledged");
+
+    // A node that joins now builds its copy from the two servers left.
+    let c = node().await;
+    for &i in &acked_keys {
+        let resp = until_body(&c, &format!("/kv/k{i}"), &got(&i.to_string())).await;
+        assert_eq!(resp.text(), got(&i.to_string()), "acknowledged write k{i}: {resp:?}");
+    }
+    assert_eq!(until_body(&c, "/version", &acked_version).await.text(), acked_version, "the last acknowledged deploy");
+    a.stop().await;
+    c.stop().await;
 }

@@ -55,7 +55,7 @@ async fn sites_are_isolated_modules_share_and_data_survives_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_over_the_limit_fail_and_the_request_goes_on() {
+async fn keys_empty_or_over_the_limit_fail_and_the_request_goes_on() {
     let node = TestNode::start().await;
     node.deploy_ok("_default", "kv", fixture("kv")).await;
     let long = format!("/kv/{}", "k".repeat(1025));
@@ -63,6 +63,10 @@ async fn keys_over_the_limit_fail_and_the_request_goes_on() {
     assert_eq!(call(&node, "x.test", "GET", &long, "").await, "0");
     let ok = format!("/kv/{}", "k".repeat(1024));
     assert_eq!(call(&node, "x.test", "PUT", &ok, "v").await, "1", "a 1 KiB key is fine");
+    // An empty key (fjall would panic on it) is refused like a long one.
+    for method in ["PUT", "POST", "PATCH", "DELETE", "GET"] {
+        assert_eq!(call(&node, "x.test", method, "/kv/", "v").await, "0", "{method} of an empty key refused");
+    }
     node.assert_still_serving().await;
     node.stop().await;
 }
