@@ -43,7 +43,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
 use crate::config::FleetConfig;
-use crate::kv::{AppliedBy, Decision, KvError, SiteKv, WriteKind};
+use crate::kv::{AppliedBy, Decision, KvError, SiteKv, Versioned, WriteKind};
 use crate::modules::ModuleStore;
 
 /// How long one JetStream request may take before the deploy (or the
@@ -379,7 +379,7 @@ impl Fleet {
         let limit = self.client.server_info().max_payload.saturating_sub(KV_MESSAGE_ROOM);
         // What the write is decided on and expects: this node's copy first,
         // after a conflict the bucket's latest (revision 0: no such key).
-        let mut basis: (u64, Option<Vec<u8>>) = kv.replicated(key)?.unwrap_or((0, None));
+        let mut basis: Versioned = kv.replicated(key)?.unwrap_or((0, None));
         for _ in 0..KV_TRIES {
             let (new, answer) = match kv.plan(kind, key, basis.1.as_deref(), value)? {
                 Decision::Unchanged(answer) => return Ok(answer),

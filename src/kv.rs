@@ -394,7 +394,7 @@ impl SiteKv {
 
     /// In a fleet: the local copy of `key`, with the bucket revision it came
     /// with; a value of `None` if that revision removed it.
-    pub(crate) fn replicated(&self, key: &[u8]) -> Result<Option<(u64, Option<Vec<u8>>)>, KvError> {
+    pub(crate) fn replicated(&self, key: &[u8]) -> Result<Option<Versioned>, KvError> {
         let live = self.reads.load();
         let stored = live.as_ref().ok_or_else(|| self.unavailable.clone())?.data.get(key).map_err(storage)?;
         Ok(stored.and_then(|stored| Replica::parse(&stored).map(|replica| (replica.revision, replica.value.map(<[u8]>::to_vec)))))
@@ -451,6 +451,10 @@ fn check_key(key: &[u8]) -> Result<(), KvError> {
         _ => Ok(()),
     }
 }
+
+/// A key of a fleet's copy: the bucket revision, and the value it set
+/// (`None`: that revision removed the key).
+pub(crate) type Versioned = (u64, Option<Vec<u8>>);
 
 /// Who applies a revision to a fleet's copy (see `SiteKv::apply`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
