@@ -2,14 +2,21 @@
 # A fleet on one machine: a three-server NATS JetStream cluster and three
 # nodes on loopback, every bucket kept on all three servers (replicas 3).
 # Deploys examples/hello.wat to the first node with `terrafirma deploy`,
-# then asks all three nodes for it; then keeps everything running until
-# Ctrl-C.
+# then asks all three nodes for it; deploys examples/counter.wat (a KV
+# counter) and asks the nodes in turn, each answer one more than the last;
+# then keeps everything running until Ctrl-C.
 #
-#   bash scripts/fleet.sh            # leave the fleet running
-#   bash scripts/fleet.sh --exit     # stop after the check
-#   bash scripts/fleet.sh --bench N  # then N deploys, each timed from the
-#                                    # upload to all three nodes serving it
-#                                    # (p50, p99), and stop
+#   bash scripts/fleet.sh              # leave the fleet running
+#   bash scripts/fleet.sh --exit       # stop after the checks
+#   bash scripts/fleet.sh --bench N    # then N deploys, each timed from the
+#                                      # upload to all three nodes serving
+#                                      # it (p50, p99), and stop
+#   bash scripts/fleet.sh --kv-bench S # then KV writes (wrk -c1, their
+#                                      # latency) and reads (wrk -c32, their
+#                                      # requests/s) on the first node and
+#                                      # on a node without a fleet, S
+#                                      # seconds each, alternating twice,
+#                                      # and stop
 #
 # Ports: NATS clients 14222-14224, NATS cluster routes 16222-16224, nodes
 # 18080/18081, 18090/18091, 18100/18101 (sites/admin). Needs nats-server
@@ -18,11 +25,13 @@ set -euo pipefail
 
 exit_after=false
 bench=0
+kv_bench=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --exit) exit_after=true ;;
     --bench) bench=${2:?--bench needs a count}; exit_after=true; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kv-bench) kv_bench=${2:?--kv-bench needs seconds}; exit_after=true; shift ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "fleet: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -94,6 +103,56 @@ for port in 18080 18090 18100; do
   [ "$body" = "Hello World!" ] || die "node on :$port answered '$body'"
   say "ok: http://127.0.0.1:$port/hello answered '$body'"
 done
+say "deploying examples/counter.wat (a counter in the site's KV store) to the second node"
+"$bin" deploy examples/counter.wat --name counter --node http://127.0.0.1:18091 >/dev/null
+for port in 18080 18090 18100; do
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/counter/warm" && break; sleep 0.1; done
+done
+expected=1
+for round in 1 2; do
+  for port in 18080 18090 18100; do
+    body=$(curl -s "http://127.0.0.1:$port/counter")
+    [ "$body" = "$expected" ] || die "node on :$port counted '$body', not $expected"
+    say "ok: http://127.0.0.1:$port/counter answered $body"
+    expected=$((expected + 1))
+  done
+done
+
+if [ "$kv_bench" -gt 0 ]; then
+  command -v wrk >/dev/null || die "wrk not found (bash scripts/setup.sh --bench)"
+  "$bin" serve --listen 127.0.0.1:18110 --admin 127.0.0.1:18111 --data "$work/alone" >"$work/alone.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:18111/healthz" && break; sleep 0.1; done
+  for admin in 18081 18111; do
+    curl -sf -X PUT --data-binary @tests/fixtures/kv.wat "http://127.0.0.1:$admin/v1/sites/_default/modules/kv" >/dev/null
+  done
+  cat >"$work/put.lua" <<'LUA'
+wrk.method = "PUT"
+wrk.body = "a value of some thirty-two bytes"
+LUA
+  for port in 18080 18110; do
+    for _ in $(seq 1 100); do [ "$(curl -s -X PUT --data 'x' "http://127.0.0.1:$port/kv/warm")" = 1 ] && break; sleep 0.1; done
+    [ "$(curl -s -X PUT --data 'v' "http://127.0.0.1:$port/kv/key")" = 1 ] || die "the KV guest on :$port did not write"
+    [ "$(curl -s "http://127.0.0.1:$port/kv/key")" = 1v ] || die "the KV guest on :$port did not read its write"
+  done
+  wrk_run() { # PORT CONNECTIONS [wrk arguments]: its output; no errors or non-2xx allowed
+    local port=$1 connections=$2 out; shift 2
+    out=$(wrk -t1 -c"$connections" -d"${kv_bench}s" --latency "$@" "http://127.0.0.1:$port/kv/key")
+    if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "$out" >&2; die "wrk saw errors on :$port"; fi
+    echo "$out"
+  }
+  for round in 1 2; do
+    for which in fleet alone; do
+      port=18080; [ "$which" = alone ] && port=18110
+      write=$(wrk_run "$port" 1 -s "$work/put.lua")
+      read=$(wrk_run "$port" 32)
+      say "round $round, $which: KV write latency p50 $(awk '$1 == "50%" {print $2}' <<<"$write"), p99 $(awk '$1 == "99%" {print $2}' <<<"$write") ($(awk '/Requests\/sec/ {print $2}' <<<"$write") writes/s at -c1); KV read $(awk '/Requests\/sec/ {print $2}' <<<"$read") requests/s at -c32, p50 $(awk '$1 == "50%" {print $2}' <<<"$read")"
+    done
+  done
+  [ "$(curl -s "http://127.0.0.1:18090/kv/key")" = "1a value of some thirty-two bytes" ] || die "the second node does not read the first one's writes"
+  say "ok: the second node reads the value the first one wrote"
+fi
+
 if [ "$bench" -gt 0 ]; then
   say "timing $bench deploys of a small module: upload to node 1 until nodes 1, 2 and 3 all serve it"
   python3 - "$bench" <<'PY'

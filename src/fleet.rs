@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -91,7 +92,8 @@ struct Buckets {
     objects: object_store::ObjectStore,
     deployments: kv::Store,
     kv: kv::Store,
-    /// The KV bucket's name.
+    /// The buckets' names.
+    deployments_bucket: String,
     kv_bucket: String,
 }
 
@@ -164,6 +166,7 @@ impl Fleet {
                     num_replicas: self.config.replicas,
                     ..Default::default()
                 };
+                let deployments_bucket = deployments.bucket.clone();
                 let deployments = match self.jetstream.get_key_value(&deployments.bucket).await {
                     Ok(store) => store,
                     Err(_) => self.jetstream.create_key_value(deployments).await.map_err(failed)?,
@@ -180,7 +183,7 @@ impl Fleet {
                     Ok(store) => store,
                     Err(_) => self.jetstream.create_key_value(kv).await.map_err(failed)?,
                 };
-                Ok(Buckets { objects, deployments, kv, kv_bucket })
+                Ok(Buckets { objects, deployments, kv, deployments_bucket, kv_bucket })
             })
             .await
     }
@@ -245,14 +248,14 @@ impl Fleet {
         // for rollback, which a node catching up need not compile), then
         // every new one; those this node applied already are skipped.
         let applied = self.applied();
-        let mut watch = buckets.deployments.watch_with_history(">").await.map_err(failed)?;
-        let mut pending: std::collections::BTreeMap<String, kv::Entry> = Default::default();
+        let mut watch = self.watch(&buckets.deployments_bucket, DeliverPolicy::LastPerSubject).await?;
+        let mut pending: std::collections::BTreeMap<String, Change> = Default::default();
         let mut retry = tokio::time::interval(RETRY);
         loop {
             tokio::select! {
                 entry = watch.next() => {
                     let Some(entry) = entry else { return Err(FleetError("the watch of the deployments bucket ended".into())) };
-                    let entry = entry.map_err(failed)?;
+                    let entry = entry?;
                     if entry.revision <= applied {
                         continue;
                     }
@@ -281,17 +284,17 @@ impl Fleet {
 
     /// Records how far the follower got: `seen`, or just before the
     /// oldest deployment still pending, so a restart retries it.
-    fn record(&self, pending: &std::collections::BTreeMap<String, kv::Entry>, seen: u64) {
+    fn record(&self, pending: &std::collections::BTreeMap<String, Change>, seen: u64) {
         let oldest_pending = pending.values().map(|entry| entry.revision).min();
         self.set_applied(oldest_pending.map_or(seen, |revision| revision - 1));
     }
 
-    async fn apply(&self, store: &Arc<ModuleStore>, buckets: &Buckets, entry: &kv::Entry) -> Result<(), FleetError> {
+    async fn apply(&self, store: &Arc<ModuleStore>, buckets: &Buckets, entry: &Change) -> Result<(), FleetError> {
         let Some((site, name)) = entry.key.split_once('/') else {
             tracing::warn!(key = %entry.key, "fleet: not a SITE/MODULE key; ignored");
             return Ok(());
         };
-        if entry.operation != kv::Operation::Put {
+        if entry.removed {
             store.remove_local(site, name).await.map_err(failed)?;
             tracing::info!(%site, module = %name, revision = entry.revision, "fleet: module removed");
             return Ok(());
@@ -454,13 +457,13 @@ impl Fleet {
         // The bucket keeps one revision per key: from the next one on is
         // exactly what this copy lacks.
         let mut recorded = self.kv_applied.load(Ordering::Relaxed);
-        let mut watch = buckets.kv.watch_all_from_revision(recorded + 1).await.map_err(failed)?;
+        let mut watch = self.watch(&buckets.kv_bucket, DeliverPolicy::ByStartSequence { start_sequence: recorded + 1 }).await?;
         let mut record = tokio::time::interval(KV_RECORD_EVERY);
         loop {
             tokio::select! {
                 entry = watch.next() => {
                     let Some(entry) = entry else { return Err(FleetError("the watch of the KV bucket ended".into())) };
-                    let entry = entry.map_err(failed)?;
+                    let entry = entry?;
                     apply_kv(store, &entry).map_err(failed)?;
                     self.kv_applied.fetch_max(entry.revision, Ordering::Relaxed);
                 }
@@ -484,14 +487,63 @@ impl Fleet {
     }
 }
 
+/// One change of a key-value bucket, as a watch delivers it.
+#[derive(Debug, Clone)]
+struct Change {
+    key: String,
+    value: bytes::Bytes,
+    revision: u64,
+    /// A deletion or a purge.
+    removed: bool,
+}
+
+impl Fleet {
+    /// The changes of key-value bucket `bucket` from `policy` on, for as
+    /// long as the servers keep the watch. (Not async-nats 0.38's
+    /// `Store::watch*`, whose stream ends at once when nothing is pending
+    /// when it starts, so a follower that is up to date would miss what
+    /// comes next until it watched again.)
+    async fn watch(
+        &self,
+        bucket: &str,
+        policy: DeliverPolicy,
+    ) -> Result<impl futures::Stream<Item = Result<Change, FleetError>> + use<>, FleetError> {
+        let stream = self.jetstream.get_stream(format!("KV_{bucket}")).await.map_err(failed)?;
+        let prefix = format!("$KV.{bucket}.");
+        let consumer = stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                description: Some("terrafirma follower".into()),
+                filter_subject: format!("{prefix}>"),
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                deliver_policy: policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(failed)?;
+        let messages = consumer.messages().await.map_err(failed)?;
+        Ok(messages.map(move |message| {
+            let message = message.map_err(failed)?;
+            let revision = message.info().map_err(failed)?.stream_sequence;
+            let key = message
+                .subject
+                .strip_prefix(prefix.as_str())
+                .ok_or_else(|| FleetError(format!("a change of {} on the watch", message.subject)))?;
+            let operation = message.headers.as_ref().and_then(|headers| headers.get("KV-Operation")).map(|value| value.as_str().to_owned());
+            let removed = matches!(operation.as_deref(), Some("DEL" | "PURGE"));
+            Ok(Change { key: key.to_owned(), value: message.payload.clone(), revision, removed })
+        }))
+    }
+}
+
 /// Applies one entry of the KV bucket to the node's copy. An entry that is
 /// not a site's key is logged and skipped.
-fn apply_kv(store: &ModuleStore, entry: &kv::Entry) -> Result<(), KvError> {
+fn apply_kv(store: &ModuleStore, entry: &Change) -> Result<(), KvError> {
     let Some((site, key)) = parse_kv_key(&entry.key) else {
         tracing::warn!(key = %entry.key, revision = entry.revision, "fleet KV: not a SITE/KEY key; ignored");
         return Ok(());
     };
-    let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
+    let value = (!entry.removed).then_some(&entry.value[..]);
     store.kv_site(site).apply(&key, value, entry.revision, AppliedBy::Watch)
 }
 

@@ -107,7 +107,12 @@ async fn fleet_node(nats: &Nats) -> TestNode {
 
 /// GETs `path` until it answers `body` (or 30 s pass).
 async fn until_body(node: &TestNode, path: &str, body: &str) -> Resp {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    until_body_within(node, path, body, Duration::from_secs(30)).await
+}
+
+/// `until_body` for up to `patience`.
+async fn until_body_within(node: &TestNode, path: &str, body: &str, patience: Duration) -> Resp {
+    let deadline = Instant::now() + patience;
     loop {
         let resp = node.get(path).await;
         if resp.status == 200 && resp.text() == body || Instant::now() > deadline {
@@ -435,13 +440,15 @@ async fn a_jetstream_server_killed_during_deploys_and_kv_writes_loses_no_acknowl
     );
     let acked_version = acked_version.expect("a deploy acknowledged");
 
-    // A node that joins now builds its copy from the two servers left.
+    // A node that joins now builds its copy from the two servers left
+    // (which may take a few of its retries while they settle).
     let c = node().await;
     for &i in &acked_keys {
-        let resp = until_body(&c, &format!("/kv/k{i}"), &got(&i.to_string())).await;
+        let resp = until_body_within(&c, &format!("/kv/k{i}"), &got(&i.to_string()), Duration::from_secs(90)).await;
         assert_eq!(resp.text(), got(&i.to_string()), "acknowledged write k{i}: {resp:?}");
     }
-    assert_eq!(until_body(&c, "/version", &acked_version).await.text(), acked_version, "the last acknowledged deploy");
+    let resp = until_body_within(&c, "/version", &acked_version, Duration::from_secs(90)).await;
+    assert_eq!(resp.text(), acked_version, "the last acknowledged deploy");
     a.stop().await;
     c.stop().await;
 }
