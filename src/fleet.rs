@@ -109,6 +109,8 @@ pub struct Fleet {
     kv_applied: AtomicU64,
     /// Where `kv_applied` is kept, once the copy is durable up to it.
     kv_revision_file: PathBuf,
+    /// Restarts of the followers' watches (`metrics::FLEET_FOLLOWERS`).
+    restarts: [AtomicU64; 2],
 }
 
 impl Fleet {
@@ -141,6 +143,7 @@ impl Fleet {
             runtime: tokio::runtime::Handle::current(),
             kv_applied: AtomicU64::new(kv_applied),
             kv_revision_file,
+            restarts: Default::default(),
         }))
     }
 
@@ -232,10 +235,15 @@ impl Fleet {
     /// deployment from the last one applied on is made local.
     pub fn follow(self: &Arc<Self>, store: Arc<ModuleStore>) -> tokio::task::JoinHandle<()> {
         let fleet = self.clone();
-        keep_following("fleet", move || {
-            let (fleet, store) = (fleet.clone(), store.clone());
-            async move { fleet.follow_once(&store).await }
-        })
+        let restarted = self.clone();
+        keep_following(
+            "fleet",
+            move || restarted.restarts[0].fetch_add(1, Ordering::Relaxed),
+            move || {
+                let (fleet, store) = (fleet.clone(), store.clone());
+                async move { fleet.follow_once(&store).await }
+            },
+        )
     }
 
     /// One watch of the bucket, until it fails. A deployment that cannot be
@@ -434,13 +442,28 @@ impl Fleet {
         }
     }
 
+    /// Restarts of the followers' watches so far (`metrics::FLEET_FOLLOWERS`).
+    pub fn restarts(&self) -> [u64; 2] {
+        std::array::from_fn(|i| self.restarts[i].load(Ordering::Relaxed))
+    }
+
+    /// The KV bucket's last revision this node's watch applied.
+    pub fn kv_revision(&self) -> u64 {
+        self.kv_applied.load(Ordering::Relaxed)
+    }
+
     /// Follows the KV bucket into the node's copy until the store is closed.
     pub fn follow_kv(self: &Arc<Self>, store: Arc<ModuleStore>) -> tokio::task::JoinHandle<()> {
         let fleet = self.clone();
-        keep_following("fleet KV", move || {
-            let (fleet, store) = (fleet.clone(), store.clone());
-            async move { fleet.follow_kv_once(&store).await }
-        })
+        let restarted = self.clone();
+        keep_following(
+            "fleet KV",
+            move || restarted.restarts[1].fetch_add(1, Ordering::Relaxed),
+            move || {
+                let (fleet, store) = (fleet.clone(), store.clone());
+                async move { fleet.follow_kv_once(&store).await }
+            },
+        )
     }
 
     /// One watch of the KV bucket from the revision after the last applied,
@@ -552,7 +575,7 @@ fn apply_kv(store: &ModuleStore, entry: &Change) -> Result<(), KvError> {
 /// the NATS client (async-nats 0.38 unwraps a timed-out consumer creation
 /// while an object is read, as after a server is killed) ends that run,
 /// not the following. Aborting the returned task aborts the run.
-fn keep_following<F, Fut>(what: &'static str, step: F) -> tokio::task::JoinHandle<()>
+fn keep_following<R, F, Fut>(what: &'static str, restarted: impl Fn() -> R + Send + 'static, step: F) -> tokio::task::JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), FleetError>> + Send + 'static,
@@ -572,6 +595,7 @@ where
                 Ok(Err(error)) => tracing::warn!("{what}: {error}; trying again"),
                 Err(failed) => tracing::error!("{what}: the NATS client failed ({failed}); starting again"),
             }
+            restarted();
             tokio::time::sleep(RETRY).await;
         }
     })

@@ -50,6 +50,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FollowerLabels {
+    follower: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
     op: &'static str,
 }
@@ -71,12 +76,19 @@ pub struct Readings {
     pub kv_bytes_written: u64,
     /// By `OUTBOUND_RESULTS`.
     pub outbound: [u64; 3],
+    /// In a fleet: times each follower (by `FLEET_FOLLOWERS`) started its
+    /// watch again after it failed, and the KV bucket's last revision
+    /// this node's copy applied.
+    pub fleet_restarts: [u64; 2],
+    pub fleet_kv_revision: u64,
 }
 
 /// The `op` labels of `Readings::kv_ops`, and the `result` labels of
 /// `Readings::outbound`.
 pub const KV_OPS: [&str; 5] = ["get", "insert", "upsert", "append", "remove"];
 pub const OUTBOUND_RESULTS: [&str; 3] = ["ok", "failed", "too-large"];
+/// The `follower` labels of `Readings::fleet_restarts`.
+pub const FLEET_FOLLOWERS: [&str; 2] = ["deployments", "kv"];
 
 fn seconds_histogram() -> Histogram {
     // 10 us to about 20 s.
@@ -100,6 +112,8 @@ pub struct Metrics {
     kv_ops: Family<OpLabels, Counter>,
     kv_bytes: Family<DirectionLabels, Counter>,
     outbound: Family<ResultLabels, Counter>,
+    fleet_restarts: Family<FollowerLabels, Counter>,
+    fleet_kv_revision: Gauge,
     /// The readings as of the last scrape: counters advance by the difference.
     seen: std::sync::Mutex<Readings>,
 }
@@ -125,6 +139,7 @@ impl Metrics {
         let deploys = Family::default();
         let tls_failures = Counter::default();
         let (kv_ops, kv_bytes, outbound) = (Family::default(), Family::default(), Family::default());
+        let (fleet_restarts, fleet_kv_revision) = (Family::default(), Gauge::default());
         registry.register("requests", "Requests answered, by site, module and status", requests.clone());
         registry.register("request_duration_seconds", "Time from routing to the response head, by module", latency.clone());
         registry.register("sandbox_duration_seconds", "Time a request's guest spent in its sandbox, by module", sandbox.clone());
@@ -143,6 +158,16 @@ impl Metrics {
         registry.register("kv_operations", "KV operations of guests, by op", kv_ops.clone());
         registry.register("kv_bytes", "KV bytes read (values got) and written (keys and values), by direction", kv_bytes.clone());
         registry.register("outbound_requests", "Requests guests sent out, by result (ok, failed, too-large)", outbound.clone());
+        registry.register(
+            "fleet_watch_restarts",
+            "In a fleet: watches of a bucket started again after they failed, by follower (deployments, kv)",
+            fleet_restarts.clone(),
+        );
+        registry.register(
+            "fleet_kv_revision",
+            "In a fleet: the KV bucket's last revision this node's copy applied",
+            fleet_kv_revision.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -159,6 +184,8 @@ impl Metrics {
             kv_ops,
             kv_bytes,
             outbound,
+            fleet_restarts,
+            fleet_kv_revision,
             seen: Default::default(),
         }
     }
@@ -207,6 +234,12 @@ impl Metrics {
             for (i, result) in OUTBOUND_RESULTS.iter().enumerate() {
                 self.outbound.get_or_create(&ResultLabels { result }).inc_by(delta(now.outbound[i], seen.outbound[i]));
             }
+            for (i, follower) in FLEET_FOLLOWERS.iter().enumerate() {
+                self.fleet_restarts
+                    .get_or_create(&FollowerLabels { follower })
+                    .inc_by(delta(now.fleet_restarts[i], seen.fleet_restarts[i]));
+            }
+            self.fleet_kv_revision.set(now.fleet_kv_revision as i64);
             *seen = now;
         }
         let mut text = String::new();

@@ -176,6 +176,8 @@ impl ModuleStore {
             kv_bytes_read: kv.bytes_read.load(Relaxed),
             kv_bytes_written: kv.bytes_written.load(Relaxed),
             outbound: std::array::from_fn(|i| self.net.results[i].load(Relaxed)),
+            fleet_restarts: self.fleet.as_ref().map_or([0; 2], |fleet| fleet.restarts()),
+            fleet_kv_revision: self.fleet.as_ref().map_or(0, |fleet| fleet.kv_revision()),
         }
     }
 

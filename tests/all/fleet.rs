@@ -452,3 +452,21 @@ async fn a_jetstream_server_killed_during_deploys_and_kv_writes_loses_no_acknowl
     a.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_up_to_date_keeps_watching_instead_of_starting_over() {
+    let Some(nats) = Nats::start() else { return };
+    let a = fleet_node(&nats).await;
+    a.deploy_ok("_default", "kv", fixture("kv")).await;
+    assert_eq!(a.send("PUT", "/kv/k", None, &[], "v").await.text(), "1");
+    // Nothing new in either bucket from here on: a watch that ended when
+    // nothing was pending would be started again every second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = a.admin_get("/metrics").await.text();
+    for follower in ["deployments", "kv"] {
+        let restarts = crate::harness::sample_value(&metrics, &format!("terrafirma_fleet_watch_restarts_total{{follower=\"{follower}\"}}"));
+        assert_eq!(restarts, 0.0, "{follower}: {metrics}");
+    }
+    assert!(crate::harness::sample_value(&metrics, "terrafirma_fleet_kv_revision") >= 1.0, "{metrics}");
+    a.stop().await;
+}
