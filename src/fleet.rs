@@ -51,6 +51,9 @@ use crate::modules::ModuleStore;
 /// follower's step) is given up as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a starting node waits for its first connection.
+const FIRST_CONNECTION: Duration = Duration::from_secs(2);
+
 /// How long the follower waits before trying again after a failure
 /// (no connection, a missing object).
 const RETRY: Duration = Duration::from_secs(1);
@@ -123,6 +126,13 @@ impl Fleet {
             options = options.token(token.clone());
         }
         let client = options.connect(config.nats.as_slice()).await?;
+        // A node started with its servers up is connected before it serves
+        // (a deploy right after start is taken); one started without them
+        // serves what it has, and connects when they are back.
+        let connecting = tokio::time::Instant::now() + FIRST_CONNECTION;
+        while client.connection_state() != async_nats::connection::State::Connected && tokio::time::Instant::now() < connecting {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(REQUEST_TIMEOUT);
         let dir = data.join("fleet");
@@ -145,6 +155,16 @@ impl Fleet {
             kv_revision_file,
             restarts: Default::default(),
         }))
+    }
+
+    /// A deploy, a deletion, a guest's KV write or a follower's next watch
+    /// asked for while no server is connected is refused at once, rather
+    /// than waiting out request timeouts (and each other's).
+    fn connected(&self) -> Result<(), FleetError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            _ => Err(FleetError("not connected to any of the fleet's NATS servers".into())),
+        }
     }
 
     /// The buckets, made (or found) on first use once a server answers.
@@ -194,8 +214,17 @@ impl Fleet {
     /// Stores `wasm` (once: an object of that name is never rewritten) and
     /// points `site/name` at it.
     pub async fn publish(&self, site: &str, name: &str, wasm: &[u8], sha256: &str, abi: &str) -> Result<(), FleetError> {
+        self.connected()?;
         let buckets = self.buckets().await?;
-        if buckets.objects.info(sha256).await.is_err() {
+        // Stored once; an object of this name whose recorded digest is not
+        // the name's (written by something else than a node) is stored
+        // again, or no node would ever serve this module.
+        let stored = buckets.objects.info(sha256).await.ok().map(|info| info.digest);
+        let expected = object_digest(sha256);
+        if stored.as_ref() != Some(&expected) {
+            if let Some(digest) = stored {
+                tracing::error!(sha256, ?digest, "fleet: the object of this name holds other bytes; storing it again");
+            }
             let mut reader = wasm;
             buckets.objects.put(sha256, &mut reader).await.map_err(failed)?;
         }
@@ -219,6 +248,7 @@ impl Fleet {
 
     /// Stops `site/name` on every node.
     pub async fn retract(&self, site: &str, name: &str) -> Result<(), FleetError> {
+        self.connected()?;
         self.buckets().await?.deployments.delete(key(site, name)).await.map_err(failed)
     }
 
@@ -251,6 +281,7 @@ impl Fleet {
     /// `pending`, retried every `RETRY` until it applies or a later
     /// deployment of the same module replaces it; the others go on.
     async fn follow_once(&self, store: &Arc<ModuleStore>) -> Result<(), FleetError> {
+        self.connected()?;
         let buckets = self.buckets().await?;
         // The latest deployment of each module (the bucket keeps older ones
         // for rollback, which a node catching up need not compile), then
@@ -382,9 +413,7 @@ impl Fleet {
         deadline: tokio::time::Instant,
     ) -> Result<bool, KvError> {
         let late = || KvError::Fleet("no answer before the request's deadline".into());
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(KvError::Fleet("not connected to any of the fleet's NATS servers".into()));
-        }
+        self.connected().map_err(|e| KvError::Fleet(e.0))?;
         let buckets = tokio::time::timeout_at(deadline, self.buckets()).await.map_err(|_| late())?.map_err(|e| KvError::Fleet(e.0))?;
         let bucket_key = kv_key(kv.site(), key);
         let limit = self.client.server_info().max_payload.saturating_sub(KV_MESSAGE_ROOM);
@@ -470,6 +499,7 @@ impl Fleet {
     /// until it fails. Every `KV_RECORD_EVERY` the copy is made durable and
     /// the revision recorded, so a restart resumes from there.
     async fn follow_kv_once(&self, store: &Arc<ModuleStore>) -> Result<(), FleetError> {
+        self.connected()?;
         let buckets = self.buckets().await?;
         let applied = self.kv_applied.load(Ordering::Relaxed);
         let last = self.jetstream.get_stream(format!("KV_{}", buckets.kv_bucket)).await.map_err(failed)?.cached_info().state.last_sequence;
@@ -620,6 +650,13 @@ fn key(site: &str, name: &str) -> String {
     format!("{site}/{name}")
 }
 
+/// The digest the object store records for the bytes whose hex sha256 is
+/// `sha256` (`None` if `sha256` is not hex).
+fn object_digest(sha256: &str) -> Option<String> {
+    use base64::Engine;
+    Some(format!("SHA-256={}", base64::engine::general_purpose::URL_SAFE.encode(hex::decode(sha256).ok()?)))
+}
+
 fn read_revision(file: &Path) -> u64 {
     std::fs::read_to_string(file).ok().and_then(|text| text.trim().parse().ok()).unwrap_or(0)
 }
@@ -651,6 +688,14 @@ fn parse_kv_key(key: &str) -> Option<(&str, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_object_digest_is_the_one_the_object_store_records() {
+        // sha256 of no bytes, as hex and as the store's padded base64url.
+        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(object_digest(empty).as_deref(), Some("SHA-256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU="));
+        assert_eq!(object_digest("not hex"), None);
+    }
 
     #[test]
     fn kv_keys_carry_any_bytes_within_what_nats_allows() {

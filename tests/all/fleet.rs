@@ -470,3 +470,106 @@ async fn a_node_that_is_up_to_date_keeps_watching_instead_of_starting_over() {
     assert!(crate::harness::sample_value(&metrics, "terrafirma_fleet_kv_revision") >= 1.0, "{metrics}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_its_servers_are_down_serves_what_it_had() {
+    let Some(mut nats) = Nats::start() else { return };
+    let a = fleet_node(&nats).await;
+    a.deploy_ok("_default", "hello", fixture("hello")).await;
+    a.deploy_ok("_default", "kv", fixture("kv")).await;
+    assert_eq!(a.send("PUT", "/kv/k", None, &[], "v").await.text(), "1");
+    let a = a.stopped().await;
+    nats.kill();
+    let a = a.start().await;
+    assert_eq!(a.get("/hello").await.text(), "Hello World!\n", "its modules");
+    assert_eq!(a.get("/kv/k").await.text(), got("v"), "its copy of the KV");
+    assert_eq!(a.send("PUT", "/kv/new", None, &[], "w").await.text(), "0", "KV writes refused");
+    assert_eq!(a.deploy("_default", "later", say("later")).await.status, 503, "deploys refused");
+    nats.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(a.deploy("_default", "later", say("later")).await.status, 200 | 201) {
+        assert!(Instant::now() < deadline, "deploys still refused 30 s after the server came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.get("/later").await.text(), "later");
+    a.stop().await;
+}
+
+/// Listens on a free loopback port; to each connection, `answer` (if any)
+/// and then nothing, reading whatever comes.
+fn bad_server(answer: &'static [u8]) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("nats://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut stream = stream;
+                let _ = stream.write_all(answer);
+                let mut sink = [0; 4096];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_answering_garbage_or_nothing_never_hold_up_requests() {
+    let a = TestNode::start().await;
+    a.deploy_ok("_default", "hello", fixture("hello")).await;
+    a.deploy_ok("_default", "kv", fixture("kv")).await;
+    let fleet = FleetConfig {
+        nats: vec![bad_server(b"NOT NATS \xff\xfe\r\n-ERR garbage\r\n"), bad_server(b"")],
+        ..FleetConfig::at("nats://127.0.0.1:1")
+    };
+    let a = a.stopped().await.start_with(|c| c.fleet = Some(fleet)).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(a.get("/hello").await.text(), "Hello World!\n");
+        assert_eq!(a.send("PUT", "/kv/k", None, &[], "v").await.text(), "0", "a KV write is refused");
+        assert_eq!(a.get("/kv/k").await.text(), "0");
+        assert!(started.elapsed() < Duration::from_secs(2), "requests did not wait on the servers: {:?}", started.elapsed());
+    }
+    let refused = a.deploy("_default", "later", say("later")).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    a.assert_still_serving().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_is_not_what_its_name_says_is_refused_and_a_missing_one_waited_for() {
+    use sha2::Digest;
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (fleet_node(&nats).await, fleet_node(&nats).await);
+    a.deploy_ok("_default", "first", say("first")).await;
+    assert_eq!(until_body(&b, "/first", "first").await.text(), "first");
+
+    // Written behind the nodes' backs, as a broken or hostile client would.
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let objects = jetstream.get_object_store("terrafirma-modules").await.unwrap();
+    let deployments = jetstream.get_key_value("terrafirma-deployments").await.unwrap();
+    let name = |wasm: &[u8]| hex::encode(sha2::Sha256::digest(wasm));
+    let deployment = |sha256: &str| serde_json::json!({"sha256": sha256, "abi": "terrafirma", "deployed_at": 0}).to_string().into();
+    let (good, evil, later) = (say_wasm("good"), say_wasm("evil"), say_wasm("later"));
+    objects.put(name(&good).as_str(), &mut &evil[..]).await.unwrap();
+    deployments.put("_default/bad", deployment(&name(&good))).await.unwrap();
+    deployments.put("_default/later", deployment(&name(&later))).await.unwrap();
+    // A deploy after them shows both were seen.
+    a.deploy_ok("_default", "after", say("after")).await;
+    for node in [&a, &b] {
+        assert_eq!(until_body(node, "/after", "after").await.text(), "after");
+        assert_eq!(node.get("/bad").await.status, 404, "bytes that do not hash to their name are not served");
+        assert_eq!(node.get("/later").await.status, 404, "a deployment without its object is not served");
+    }
+    // The missing object arrives: retried, then served.
+    objects.put(name(&later).as_str(), &mut &later[..]).await.unwrap();
+    for node in [&a, &b] {
+        assert_eq!(until_body(node, "/later", "later").await.text(), "later");
+    }
+    // A node deploying the bytes the bad object claims to be stores them again.
+    a.deploy_ok("_default", "good", good.clone()).await;
+    assert_eq!(until_body(&b, "/good", "good").await.text(), "good", "the object was stored again");
+    a.stop().await;
+    b.stop().await;
+}

@@ -124,6 +124,12 @@ impl Stopped {
     pub async fn start(self) -> TestNode {
         TestNode::boot(self.dir, self.config).await
     }
+
+    /// `start` with `edit` made to the config first.
+    pub async fn start_with(mut self, edit: impl FnOnce(&mut Config)) -> TestNode {
+        edit(&mut self.config);
+        TestNode::boot(self.dir, self.config).await
+    }
 }
 
 /// A running node and the data directory it owns.
