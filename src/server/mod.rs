@@ -65,7 +65,9 @@ impl SiteServer {
     pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<SiteBody> {
         let (parts, body) = request.into_parts();
         let id = RequestId::assign(&parts.headers);
-        let (response, shown) = self.answer(peer, parts, body, &id).await;
+        // On the heap: the answer's future holds the guest's, several KiB
+        // that every caller up to hyper would otherwise move on each call.
+        let (response, shown) = Box::pin(self.answer(peer, parts, body, &id)).await;
         let mut response = response.map(|body| match body {
             Answered::Full(full) => SiteBody::Left(full),
             Answered::Streaming(stream) => SiteBody::Right(stream),
