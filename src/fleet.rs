@@ -25,8 +25,9 @@
 //! A deploy on a node validates and compiles locally first, then stores the
 //! object, then writes the key with compare-and-set on its revision (so two
 //! deploys of one module cannot interleave), then serves. Every node
-//! follows the key-value bucket from the last revision it applied (kept in
-//! `DATA/fleet/revision`), fetches what it lacks and deploys it locally; the
+//! watches the deployments bucket (the latest deployment of each module,
+//! then every new one, skipping what it applied: `DATA/fleet/revision`),
+//! fetches what it lacks and deploys it locally; the
 //! old version serves until the new one is compiled. Without the servers a
 //! node serves what it has, refuses deploys, and catches up on reconnect.
 
@@ -262,7 +263,7 @@ impl Fleet {
     }
 
     /// Follows the deployments bucket until the store is closed: every
-    /// deployment from the last one applied on is made local.
+    /// deployment this node has not applied yet is made local.
     pub fn follow(self: &Arc<Self>, store: Arc<ModuleStore>) -> tokio::task::JoinHandle<()> {
         let fleet = self.clone();
         let restarted = self.clone();
