@@ -10,6 +10,7 @@
 mod abi;
 mod admin;
 mod admission;
+pub mod allocator;
 mod certs;
 pub mod config;
 pub mod engine;

@@ -7,7 +7,7 @@ use clap::Parser;
 mod cli;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: terrafirma::allocator::NodeAllocator = terrafirma::allocator::NodeAllocator;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

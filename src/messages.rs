@@ -129,34 +129,41 @@ impl RequestId {
     pub fn header_value(&self) -> HeaderValue {
         match self {
             RequestId::Client(value) => value.clone(),
-            _ => {
-                let mut text = bytes::BytesMut::with_capacity(24);
-                self.write_to(&mut text);
-                HeaderValue::from_maybe_shared(text.freeze()).expect("hex digits and `-` are a valid header value")
+            RequestId::Node(n) => {
+                let text = node_id(*n);
+                // SAFETY: hex digits and `-`, all visible ASCII.
+                unsafe { HeaderValue::from_maybe_shared_unchecked(Bytes::copy_from_slice(&text)) }
             }
+            RequestId::None => HeaderValue::from_static("-"),
         }
     }
 
     /// Appends the id's text, without the formatting machinery (this is on
     /// every response).
     pub fn write_to(&self, out: &mut bytes::BytesMut) {
-        use std::sync::OnceLock;
-        static PREFIX: OnceLock<u32> = OnceLock::new();
-        fn hex(out: &mut bytes::BytesMut, n: u64, digits: u32) {
-            for shift in (0..digits).rev() {
-                out.extend_from_slice(&[b"0123456789abcdef"[(n >> (shift * 4)) as usize & 15]]);
-            }
-        }
         match self {
             RequestId::None => out.extend_from_slice(b"-"),
             RequestId::Client(value) => out.extend_from_slice(value.as_bytes()),
-            RequestId::Node(n) => {
-                hex(out, u64::from(*PREFIX.get_or_init(rand::random)), 8);
-                out.extend_from_slice(b"-");
-                hex(out, *n, 12);
-            }
+            RequestId::Node(n) => out.extend_from_slice(&node_id(*n)),
         }
     }
+}
+
+/// A node-made id: this process's random prefix, `-`, the request's number,
+/// in hex (8 and 12 digits), written into a buffer on the stack.
+fn node_id(n: u64) -> [u8; 21] {
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let mut text = [b'-'; 21];
+    for (i, digit) in text[..8].iter_mut().enumerate() {
+        *digit = HEX[(prefix >> ((7 - i) * 4)) as usize & 15];
+    }
+    for (i, digit) in text[9..].iter_mut().enumerate() {
+        *digit = HEX[(n >> ((11 - i) * 4)) as usize & 15];
+    }
+    text
 }
 
 impl std::fmt::Display for RequestId {
@@ -208,5 +215,19 @@ mod tests {
         let (a, b) = (RequestId::assign(&HeaderMap::new()), RequestId::assign(&HeaderMap::new()));
         assert_ne!(a.to_string(), b.to_string());
         assert_eq!(RequestId::None.to_string(), "-");
+        assert_eq!(RequestId::None.header_value(), "-");
+    }
+
+    #[test]
+    fn a_node_made_id_is_the_process_prefix_and_the_request_number_in_hex() {
+        let (first, last) = (RequestId::Node(0x1a2b), RequestId::Node(u64::MAX));
+        let (first, last) = (first.header_value(), last.to_string());
+        let first = first.to_str().unwrap();
+        assert_eq!(first.len(), 21, "{first}");
+        assert!(first[..8].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{first}");
+        assert_eq!(&first[8..], "-000000001a2b");
+        // The number wraps into its 12 digits; the prefix is the same.
+        assert_eq!(last, format!("{}-ffffffffffff", &first[..8]));
+        assert!(well_formed_request_id(first.as_bytes()));
     }
 }

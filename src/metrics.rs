@@ -198,7 +198,7 @@ impl Metrics {
             sandbox: self.sandbox.get_or_create_owned(&labels),
             instantiate: self.instantiate.get_or_create_owned(&labels),
             fuel: self.fuel.get_or_create_owned(&labels),
-            statuses: RwLock::new(HashMap::new()),
+            statuses: RwLock::new(HashMap::default()),
             labels,
             metrics: self.clone(),
         }
@@ -257,7 +257,8 @@ pub struct ModuleMetrics {
     sandbox: Histogram,
     instantiate: Histogram,
     fuel: Counter,
-    statuses: RwLock<HashMap<u16, Counter>>,
+    /// By status code; foldhash: this is looked up on every request.
+    statuses: RwLock<HashMap<u16, Counter, foldhash::fast::RandomState>>,
     labels: ModuleLabels,
     metrics: Arc<Metrics>,
 }

@@ -111,7 +111,12 @@ impl ModuleStats {
     }
 }
 
-type Sites = HashMap<String, HashMap<String, Arc<Deployed>>>;
+/// Site → module name → module. Looked up twice per request with names
+/// from the request, written only by deploys: foldhash, not std's SipHash
+/// (a third of the lookups' cost; callgrind, RESULTS.md). Its seed is still
+/// random per process, and a site holds at most `max_modules` names.
+type Sites = HashMap<String, HashMap<String, Arc<Deployed>, Hasher>, Hasher>;
+type Hasher = foldhash::fast::RandomState;
 
 #[derive(Default)]
 pub struct Registry {
