@@ -126,7 +126,10 @@ pub struct Cost {
 impl Sandbox {
     /// Limits not yet applied (`arm` applies them), for a guest called in `mode`.
     pub fn new(mode: CallMode) -> Sandbox {
-        let now = Instant::now();
+        // Any instant will do until `arm` sets both: one clock read fewer
+        // per request.
+        static UNARMED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let now = *UNARMED.get_or_init(Instant::now);
         Sandbox { memory_cap: MemoryCap { cap: 0, denied: false }, deadline: now, mode, ticks: 0, armed_at: now, tank: 0 }
     }
 
@@ -159,6 +162,11 @@ pub trait Sandboxed: Send + 'static {
 /// A store with its limiter and deadline callback installed, armed (`arm`)
 /// with `limits`; a prewarmed store is armed again when it runs.
 pub fn new_store<T: Sandboxed>(engine: &Engine, data: T, limits: &SandboxLimits) -> Store<T> {
+    new_store_at(engine, data, limits, Instant::now())
+}
+
+/// `new_store`, armed as of `now`, read by the caller.
+pub fn new_store_at<T: Sandboxed>(engine: &Engine, data: T, limits: &SandboxLimits, now: Instant) -> Store<T> {
     let mut store = Store::new(engine, data);
     store.limiter(|data| &mut data.sandbox().memory_cap);
     store.epoch_deadline_callback(|mut ctx| {
@@ -184,7 +192,7 @@ pub fn new_store<T: Sandboxed>(engine: &Engine, data: T, limits: &SandboxLimits)
             }
         })
     });
-    arm(&mut store, limits);
+    arm_at(&mut store, limits, now);
     store
 }
 

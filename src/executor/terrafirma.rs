@@ -14,7 +14,7 @@ use super::state::TerrafirmaState;
 use super::{Fault, FaultKind, HandlerConfig, Runtime, nullary_export};
 use crate::abi::terrafirma::{KV_NOT_SAVED, MALLOC_EXPORTS, MEMORY_EXPORT, Session, SessionLimits, TABLE_EXPORT};
 use crate::messages::{GuestRequest, GuestResponse};
-use crate::sandbox::{CallMode, Cost, arm_at, cost, new_store};
+use crate::sandbox::{CallMode, Cost, arm_at, cost, new_store_at};
 
 /// Export lookups resolved once per module.
 #[derive(Clone)]
@@ -69,7 +69,7 @@ impl TerrafirmaHandler {
         let started = Instant::now();
         let (ready, fresh) = match self.warm.as_ref().and_then(|queue| queue.pop()) {
             Some(ready) => (ready, false),
-            None => match self.instantiator.instantiate().await {
+            None => match self.instantiator.instantiate(started).await {
                 Ok(ready) => (ready, true),
                 Err(fault) => return (Err(fault), None),
             },
@@ -90,7 +90,7 @@ impl TerrafirmaHandler {
         let queue = queue.clone();
         let instantiator = self.instantiator.clone();
         tokio::spawn(async move {
-            if let Ok(ready) = instantiator.instantiate().await {
+            if let Ok(ready) = instantiator.instantiate(Instant::now()).await {
                 // A full queue drops the instance, which frees its slot.
                 let _ = queue.push(ready);
             }
@@ -106,9 +106,10 @@ impl Instantiator {
         Session::new(config.label.clone(), limits, config.kv.clone(), config.net.clone())
     }
 
-    async fn instantiate(&self) -> Result<Ready, Fault> {
+    /// A fresh instance, its limits counted from `now`.
+    async fn instantiate(&self, now: Instant) -> Result<Ready, Fault> {
         let state = TerrafirmaState::new(self.mode, self.session());
-        let mut store = new_store(&self.runtime.engine, state, &self.config.limits);
+        let mut store = new_store_at(&self.runtime.engine, state, &self.config.limits, now);
         let instance = match self.mode {
             CallMode::Direct => self.pre.instantiate(&mut store),
             CallMode::Fiber => self.pre.instantiate_async(&mut store).await,

@@ -113,11 +113,8 @@ impl SiteServer {
         };
         let latency = started.elapsed();
         deployed.count(errored);
-        deployed.metrics.answered(response.status().as_u16(), latency);
+        deployed.metrics.answered(response.status().as_u16(), latency, cost.as_ref());
         deployed.stats.record(latency, cost.map(|c| c.fuel));
-        if let Some(cost) = cost {
-            deployed.metrics.spent(&cost);
-        }
         if self.config.access_log {
             let (fuel, sandbox_us) = cost.map_or((0, 0), |c| (c.fuel, c.time.as_micros()));
             tracing::info!(

@@ -172,6 +172,20 @@ async fn metrics_are_prometheus_text_with_requests_latency_faults_and_rejections
     assert!(value(&format!(r#"terrafirma_sandbox_duration_seconds_bucket{{le="+Inf",{hello}}}"#)) >= 3.0);
     assert!(value(&format!(r#"terrafirma_instantiate_duration_seconds_count{{{hello}}}"#)) >= 3.0, "fresh instances are timed");
     assert!(value(&format!(r#"terrafirma_fuel_consumed_total{{{hello}}}"#)) > 0.0);
+    // Each histogram: its bounds in order, counts that never fall, one
+    // `+Inf` bucket, which holds every request.
+    let buckets: Vec<(f64, f64)> = samples
+        .lines()
+        .filter(|line| line.starts_with("terrafirma_request_duration_seconds_bucket{") && line.contains(hello))
+        .map(|line| {
+            let le = line.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+            (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, line.rsplit(' ').next().unwrap().parse().unwrap())
+        })
+        .collect();
+    assert_eq!(buckets.iter().filter(|(le, _)| le.is_infinite()).count(), 1, "{buckets:?}");
+    assert!(buckets.iter().all(|(le, _)| le.is_infinite() || *le < 30.0), "bounds of 10 us to about 20 s, then +Inf: {buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(buckets.last().unwrap().1, value(&format!(r#"terrafirma_request_duration_seconds_count{{{hello}}}"#)));
     assert_eq!(value("terrafirma_pool_slots_in_use{}"), 0.0, "no request in flight");
     assert_eq!(value(r#"terrafirma_deploys_total{result="ok"}"#), 2.0);
     assert_eq!(value(r#"terrafirma_deploys_total{result="refused"}"#), 1.0);
