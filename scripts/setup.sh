@@ -3,14 +3,16 @@
 # Debian machine. Idempotent: everything already present is skipped.
 #
 #   bash scripts/setup.sh           # toolchain checks, wasm targets, C compilers, curl
-#   bash scripts/setup.sh --bench   # also wrk, hyperfine, podman, runc, busybox, node, for loadtest/ and the startup bench
+#   bash scripts/setup.sh --bench   # also wrk, hyperfine, podman, runc, busybox, node, valgrind,
+#                                   # and (cargo install) oha, wasmtime-cli, wasmer-cli, for
+#                                   # loadtest/ and the startup bench: about 1.5 h the first time
 set -euo pipefail
 
 bench=false
 for arg in "$@"; do
   case "$arg" in
     --bench) bench=true ;;
-    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -88,6 +90,7 @@ if $bench; then
   [ -x /bin/busybox ] || need+=(busybox-static)
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v bc >/dev/null 2>&1 || need+=(bc)
+  command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
@@ -134,4 +137,25 @@ if $bench && ! python3 -c 'import matplotlib' 2>/dev/null; then
   fi
 fi
 $bench && say "ok: matplotlib"
+
+# 7. With --bench: the peers the harness compares against, from crates.io
+#    (none is packaged by Debian): oha for fixed-rate load, wasmtime-cli for
+#    `wasmtime run` / `wasmtime serve`, wasmer-cli for `wasmer run`. Each is
+#    built from source: oha a few minutes, wasmtime about 25 min, wasmer
+#    about an hour on two cores. A failed build is said and skipped: the
+#    rows that need it print as skipped with the reason.
+cargo_install() {
+  local bin=$1; shift
+  if command -v "$bin" >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/$bin" ]; then
+    say "ok: $bin"
+  else
+    say "cargo install $* (slow: built from source)"
+    cargo install --locked "$@" || say "warning: cargo install $1 failed; the rows that need $bin are skipped"
+  fi
+}
+if $bench; then
+  cargo_install oha oha --version 1.16.0
+  cargo_install wasmtime wasmtime-cli --version 48.0.8
+  cargo_install wasmer wasmer-cli --version 7.4.2 --features cranelift
+fi
 say "done"
