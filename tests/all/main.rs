@@ -14,6 +14,7 @@ mod faults;
 mod fleet;
 mod fuzz;
 mod harness;
+mod hostile;
 mod https;
 mod kv;
 mod operations;
