@@ -1,6 +1,7 @@
-//! Hostile input at the HTTP edges: names that try to leave the data
-//! directory, bytes that are not UTF-8 in paths and hosts, malformed tokens
-//! and request ids, thousands of idle connections. Each is refused or served
+//! Hostile input and rough handling at the HTTP edges: names that try to
+//! leave the data directory, bytes that are not UTF-8 in paths and hosts,
+//! malformed tokens and request ids, thousands of idle connections, hot
+//! swaps under load, `kill -9` during uploads. Each is refused or served
 //! cleanly (a 4xx, never a 5xx or a dropped node), and nothing appears on
 //! disk outside the data directory.
 
@@ -167,4 +168,112 @@ async fn thousands_of_idle_connections_do_not_keep_others_from_being_served() {
     drop(idle);
     node.assert_still_serving().await;
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_hot_swaps_under_load_fail_no_request() {
+    let node = TestNode::start().await;
+    node.deploy_ok("_default", "swap", say_wasm("v0")).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, stop) = (node.node.http_addr, stop.clone());
+            tokio::spawn(async move {
+                let (mut answered, mut newest) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let resp = request(http, "GET", "/swap", None, &[], bytes::Bytes::new()).await;
+                    let text = resp.text();
+                    let version: u32 = text.strip_prefix('v').and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{resp:?}"));
+                    assert_eq!(resp.status, 200, "{resp:?}");
+                    // A client never sees an older version after a newer one.
+                    assert!(version >= newest, "v{version} after v{newest}");
+                    (answered, newest) = (answered + 1, version);
+                }
+                answered
+            })
+        })
+        .collect();
+    for version in 1..=10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        node.deploy_ok("_default", "swap", say_wasm(&format!("v{version}"))).await;
+    }
+    node.poll(None, "/swap", |r| r.text() == "v10").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for client in clients {
+        answered += client.await.expect("no client saw a failed request");
+    }
+    assert!(answered >= 80, "only {answered} requests during the swaps");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_uploads_leaves_a_whole_version_serving() {
+    let data = tempfile::tempdir().unwrap();
+    let node = crate::process::Process::serve(data.path(), None).await;
+    let put = |admin, version: u32| async move {
+        request(admin, "PUT", "/v1/sites/_default/modules/m", None, &[], say_wasm(&format!("v{version}"))).await.status
+    };
+    assert_eq!(put(node.admin, 0).await, 201);
+    // One upload cut off halfway through its body, then whole ones in a
+    // row, and the node killed while they go on.
+    let mut cut = TcpStream::connect(node.admin).await.unwrap();
+    let module = say_wasm("never");
+    let head = format!("PUT /v1/sites/_default/modules/m HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\n\r\n", module.len());
+    cut.write_all(head.as_bytes()).await.unwrap();
+    cut.write_all(&module[..module.len() / 2]).await.unwrap();
+    let admin = node.admin;
+    let uploads = tokio::spawn(async move {
+        let mut acknowledged = 0;
+        for version in 1..1000 {
+            match tokio::time::timeout(Duration::from_secs(5), request_or_closed(admin, version)).await {
+                Ok(Some(201 | 200)) => acknowledged = version,
+                _ => break,
+            }
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(node); // SIGKILL mid-upload
+    let acknowledged = uploads.await.unwrap();
+    assert!(acknowledged >= 1, "no upload finished before the kill");
+
+    let node = crate::process::Process::serve(data.path(), None).await;
+    let resp = request(node.http, "GET", "/m", None, &[], bytes::Bytes::new()).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let served: u32 = resp.text().strip_prefix('v').and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{resp:?}"));
+    // The last acknowledged version, or the one after it if its upload
+    // had been written when the kill came.
+    assert!(served == acknowledged || served == acknowledged + 1, "serves v{served}, v{acknowledged} was the last acknowledged");
+    // The upload cut off halfway left nothing of itself on disk.
+    for file in walk(data.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!bytes.windows(5).any(|w| w == b"never"), "{} holds part of the cut-off upload", file.display());
+    }
+}
+
+/// A PUT of version `version`; `None` when the node went away.
+async fn request_or_closed(admin: std::net::SocketAddr, version: u32) -> Option<u16> {
+    let body = say_wasm(&format!("v{version}"));
+    let mut stream = TcpStream::connect(admin).await.ok()?;
+    let head =
+        format!("PUT /v1/sites/_default/modules/m HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.write_all(&body).await.ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
 }
