@@ -95,7 +95,7 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi
-say "ok: cc, curl, nats-server$($bench && echo ', wrk, hyperfine, podman, runc, busybox, node, bc')"
+say "ok: cc, curl, nats-server$($bench && echo ', wrk, hyperfine, podman, runc, busybox, node, bc, valgrind')"
 
 # 4. C guests (the tests build examples/c with sdk/c/terrafirma.h): clang,
 #    wasm-ld, wasi-libc, and compiler-rt's wasm32 builtins for this clang.
