@@ -7,6 +7,7 @@ pub mod preinit;
 pub mod prepare;
 pub mod registry;
 pub mod store;
+mod upgrade;
 pub mod watcher;
 
 pub use registry::{Deployed, Quantiles, Registry};
