@@ -1,7 +1,6 @@
 //! `terrafirma compile`: AOT-compile a module for this engine.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Args;
 use terrafirma::config::Config;
@@ -21,7 +20,7 @@ pub struct CompileCommand {
 }
 
 impl CompileCommand {
-    pub fn execute(self) -> anyhow::Result<ExitCode> {
+    pub fn execute(self) -> anyhow::Result<i32> {
         let config = Config::load(self.config.as_deref(), &Default::default())?;
         let bytes = std::fs::read(&self.file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.file.display()))?;
         let prepared = prepare(&bytes)?;
@@ -30,6 +29,6 @@ impl CompileCommand {
         let output = self.output.unwrap_or_else(|| self.file.with_extension("cwasm"));
         std::fs::write(&output, compiled).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
         println!("{} ({}, sha256 {})", output.display(), prepared.abi, prepared.sha256);
-        Ok(ExitCode::SUCCESS)
+        Ok(libc::EXIT_SUCCESS)
     }
 }

@@ -2,7 +2,6 @@
 //! what the node answered.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::Args;
@@ -29,7 +28,7 @@ pub struct DeployCommand {
 }
 
 impl DeployCommand {
-    pub fn execute(self) -> anyhow::Result<ExitCode> {
+    pub fn execute(self) -> anyhow::Result<i32> {
         let bytes = std::fs::read(&self.file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.file.display()))?;
         let name = match self.name {
             Some(name) => name,
@@ -52,7 +51,7 @@ impl DeployCommand {
             let status = response.status();
             let body = response.into_body().collect().await?.to_bytes();
             println!("{}", String::from_utf8_lossy(&body).trim_end());
-            Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if status.is_success() { libc::EXIT_SUCCESS } else { libc::EXIT_FAILURE })
         })
     }
 }

@@ -6,7 +6,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -57,7 +56,7 @@ pub struct RunCommand {
 const RUN_SHAPE: EngineShape = EngineShape { instances: 4, max_memory_bytes: 4 << 30 };
 
 impl RunCommand {
-    pub fn execute(self) -> anyhow::Result<ExitCode> {
+    pub fn execute(self) -> anyhow::Result<i32> {
         if self.request.is_none() {
             return self.run_command();
         }
@@ -74,7 +73,7 @@ impl RunCommand {
         })
     }
 
-    async fn run_request(&self, runtime: &Arc<Runtime>, code: Code, abi: Abi, name: &str, path: &str) -> anyhow::Result<ExitCode> {
+    async fn run_request(&self, runtime: &Arc<Runtime>, code: Code, abi: Abi, name: &str, path: &str) -> anyhow::Result<i32> {
         let limits = SandboxLimits::from(&Limits::default());
         // A one-off run keeps its KV data in the cache, as the site `_run`.
         let kv = KvStores::new(cache_dir().join("kv"), None)?.site("_run", limits.max_response_bytes);
@@ -114,18 +113,18 @@ impl RunCommand {
                 println!();
                 use std::io::Write;
                 std::io::stdout().write_all(&response.body)?;
-                Ok(ExitCode::SUCCESS)
+                Ok(libc::EXIT_SUCCESS)
             }
             Err(fault) => {
                 println!("HTTP/1.1 {}\nx-terrafirma-error: {}\n\n{name}: {}", fault.kind.status(), fault.kind.code(), fault.reason);
-                Ok(ExitCode::FAILURE)
+                Ok(libc::EXIT_FAILURE)
             }
         }
     }
 
     /// A WASI command, on the fast path of `executor::command`; exits the
     /// process with the guest's code once its output is flushed.
-    fn run_command(&self) -> anyhow::Result<ExitCode> {
+    fn run_command(&self) -> anyhow::Result<i32> {
         let mut env = Vec::new();
         for pair in &self.env {
             let (key, value) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--env {pair:?} is not K=V"))?;

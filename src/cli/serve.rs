@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Args;
 use terrafirma::config::{Config, Overrides};
@@ -31,7 +30,7 @@ pub struct ServeCommand {
 }
 
 impl ServeCommand {
-    pub fn execute(self) -> anyhow::Result<ExitCode> {
+    pub fn execute(self) -> anyhow::Result<i32> {
         super::init_logging("info,cranelift=warn,wasmtime=warn,access=info");
         let overrides =
             Overrides { listen: self.listen, tls_listen: self.tls_listen, admin: self.admin, data: self.data, fleet: self.fleet };
@@ -47,7 +46,7 @@ impl ServeCommand {
             shutdown_signal().await;
             tracing::info!("shutting down");
             node.shutdown().await;
-            Ok(ExitCode::SUCCESS)
+            Ok(libc::EXIT_SUCCESS)
         })
     }
 }

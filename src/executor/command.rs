@@ -48,7 +48,8 @@ pub enum CommandError {
     NotACommand(String),
 }
 
-/// Runs `path` once; the guest's exit code.
+/// Runs `path` once; the guest's exit code. For a process that ends right
+/// after: the guest's store (its memory and stack) is left to the kernel.
 pub fn run(path: &Path, cache: &Path, options: &CommandOptions<'_>) -> anyhow::Result<i32> {
     // No copy-on-write image: making one (a memfd and a copy of the data
     // segments) costs a single run more than initialising memory in place
@@ -272,7 +273,12 @@ async fn run_module(engine: &Engine, module: &Module, options: &CommandOptions<'
     let mut store = Store::new(engine, wasi_builder(options)?.build_p1());
     let instance = linker.instantiate_async(&mut store, module).await?;
     let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-    exit_code(start.call_async(&mut store, ()).await)
+    let result = start.call_async(&mut store, ()).await;
+    // The process ends with the guest (`run`'s contract): the kernel takes
+    // back its memory, stack and mappings at exit, at once, where dropping
+    // the store would unmap them one by one first.
+    std::mem::forget(store);
+    exit_code(result)
 }
 
 struct CommandState {
@@ -299,7 +305,10 @@ async fn run_component(engine: &Engine, component: &Component, options: &Command
     let pre = CommandPre::new(linker.instantiate_pre(component)?)?;
     let mut store = Store::new(engine, CommandState { ctx: wasi_builder(options)?.build(), table: ResourceTable::new() });
     let command = pre.instantiate_async(&mut store).await?;
-    match command.wasi_cli_run().call_run(&mut store).await {
+    let result = command.wasi_cli_run().call_run(&mut store).await;
+    // As for a module: the process ends with the guest.
+    std::mem::forget(store);
+    match result {
         Ok(Ok(())) => Ok(0),
         Ok(Err(())) => Ok(1),
         Err(error) => exit_code(Err(error)),

@@ -110,6 +110,35 @@ fn run_of_a_clang_hello_world() {
     assert_eq!((hello.status.code(), stdout(&hello).as_str()), (Some(0), "Hello, world!\n"), "{hello:?}");
 }
 
+/// The binary has its own C `main` (no std start-up), so ignoring
+/// `SIGPIPE`, as std did, is its job: a write to a pipe nobody reads is an
+/// error the guest sees, not the end of the process by a signal.
+#[test]
+fn run_into_a_broken_pipe_is_not_killed_by_sigpipe() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let hello = example("c-hello-wasi.wasm");
+    let cache = tempfile::tempdir().unwrap();
+    // Twice: the first run compiles and caches, the second loads.
+    for _ in 0..2 {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_terrafirma"));
+        command.args(["run", &hello]).env("XDG_CACHE_HOME", cache.path());
+        // SAFETY: only async-signal-safe calls between fork and exec: the
+        // child's stdout becomes a pipe whose read end is closed.
+        unsafe {
+            command.pre_exec(|| {
+                let mut fds = [0; 2];
+                libc::pipe(fds.as_mut_ptr());
+                libc::dup2(fds[1], 1);
+                libc::close(fds[0]);
+                libc::close(fds[1]);
+                Ok(())
+            })
+        };
+        let out = command.output().expect("run terrafirma");
+        assert_eq!((out.status.signal(), out.status.code()), (None, Some(0)), "{out:?}");
+    }
+}
+
 #[test]
 fn run_of_a_missing_or_non_wasm_file_is_one_line_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
