@@ -8,7 +8,8 @@
 //!   process start. The library, tests and benches are built as usual.
 //! - libgcc's unwinder linked in statically (`libgcc_eh.a`, everything this
 //!   package links): std asks for `-lgcc_s`, and the `libgcc_s.so` found
-//!   first is a linker script here that names the static archive instead.
+//!   first is a linker script here that names the static archive instead
+//!   (gcc ships `libgcc_eh.a` beside `libgcc_s.so`).
 //!   One shared library fewer to map and relocate, and no
 //!   `__cpu_indicator_init` constructor, whose dozen `cpuid`s each exit to
 //!   the hypervisor on a virtual machine: a cached run of a hello world
