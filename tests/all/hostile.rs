@@ -245,7 +245,12 @@ async fn kill_9_during_uploads_leaves_a_whole_version_serving() {
     // The last acknowledged version, or the one after it if its upload
     // had been written when the kill came.
     assert!(served == acknowledged || served == acknowledged + 1, "serves v{served}, v{acknowledged} was the last acknowledged");
-    // The upload cut off halfway left nothing of itself on disk.
+    // The upload cut off halfway left nothing of itself on disk. The node is
+    // stopped first: its background Cranelift upgrade writes and renames
+    // files in the data directory, which a walk beside it races.
+    let mut node = node;
+    node.signal("TERM");
+    node.exit_within(Duration::from_secs(10)).await;
     for file in walk(data.path()) {
         let bytes = std::fs::read(&file).unwrap();
         assert!(!bytes.windows(5).any(|w| w == b"never"), "{} holds part of the cut-off upload", file.display());
