@@ -34,10 +34,10 @@ impl Command {
     /// parser: clap building the whole command tree was a tenth of the
     /// instructions of a cached run of a hello world.
     pub fn parse() -> Self {
-        let mut args = std::env::args_os();
-        if args.nth(1).is_some_and(|first| first == "run") {
+        let mut args = std::env::args_os().skip(1).peekable();
+        if args.peek().is_some_and(|first| first == "run") {
             let parser = run::RunCommand::augment_args(clap::Command::new("run").bin_name("terrafirma run").about(RUN_ABOUT));
-            let matches = parser.get_matches_from(std::env::args_os().skip(1));
+            let matches = parser.get_matches_from(args);
             match run::RunCommand::from_arg_matches(&matches) {
                 Ok(command) => return Command::Run(command),
                 Err(error) => error.exit(),

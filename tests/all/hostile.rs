@@ -238,7 +238,7 @@ async fn kill_9_during_uploads_leaves_a_whole_version_serving() {
     let acknowledged = uploads.await.unwrap();
     assert!(acknowledged >= 1, "no upload finished before the kill");
 
-    let node = crate::process::Process::serve(data.path(), None).await;
+    let mut node = crate::process::Process::serve(data.path(), None).await;
     let resp = request(node.http, "GET", "/m", None, &[], bytes::Bytes::new()).await;
     assert_eq!(resp.status, 200, "{resp:?}");
     let served: u32 = resp.text().strip_prefix('v').and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{resp:?}"));
@@ -248,7 +248,6 @@ async fn kill_9_during_uploads_leaves_a_whole_version_serving() {
     // The upload cut off halfway left nothing of itself on disk. The node is
     // stopped first: its background Cranelift upgrade writes and renames
     // files in the data directory, which a walk beside it races.
-    let mut node = node;
     node.signal("TERM");
     node.exit_within(Duration::from_secs(10)).await;
     for file in walk(data.path()) {
