@@ -12,7 +12,8 @@
 #     EXPECTED  the exact body every answer must have (checked once with
 #               curl; wrk must see no non-2xx answer)
 #
-# Environment: DURATION (seconds, default 6), PORT/ADMIN_PORT (28080/28081).
+# Environment: DURATION (seconds, default 6), PORT/ADMIN_PORT (28080/28081),
+# CONFIG (a node config file to pass with --config).
 # Prints one line: binary, path, requests/s, CPU microseconds per request.
 set -euo pipefail
 [ $# -ge 4 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -20,7 +21,7 @@ bin=$1 guest=$2 path=$3 expected=$4 name=${5:-hello}
 duration=${DURATION:-6} port=${PORT:-28080} admin=${ADMIN_PORT:-28081}
 for tool in taskset wrk curl; do command -v "$tool" >/dev/null || { echo "pinned: $tool not found (bash scripts/setup.sh --bench)" >&2; exit 1; }; done
 data=$(mktemp -d)
-taskset -c 1 "$bin" serve --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --data "$data" >"$data.log" 2>&1 &
+taskset -c 1 "$bin" serve ${CONFIG:+--config "$CONFIG"} --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --data "$data" >"$data.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data" "$data.log"' EXIT
 for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$admin/healthz" && break; sleep 0.1; done
