@@ -3,7 +3,8 @@
 # native hello (loadtest/native-hello), the node's 404 path (routing, no
 # guest) and the node's hello, each pinned to core 1 with wrk on core 0
 # (`wrk -t1 -c32`), rounds alternating. Per run: requests/s, the server's
-# CPU per request (every thread's utime + stime from /proc/PID/task/*/stat)
+# CPU per request (every thread's utime + stime from /proc/PID/task/*/stat,
+# and the two apart)
 # and, from `perf stat`, context switches and page faults per request.
 #
 #   bash loadtest/breakdown.sh [NODE_BIN]
@@ -26,20 +27,22 @@ curl -fs -o /dev/null -X PUT --data-binary @tests/fixtures/hello.wat http://127.
 [ "$(curl -fs http://127.0.0.1:28080/hello)" = "Hello World!" ] || { echo "breakdown: the node's hello did not answer" >&2; exit 1; }
 [ -n "$(curl -fs http://127.0.0.1:28090/)" ] || { echo "breakdown: native-hello did not answer" >&2; exit 1; }
 hz=$(getconf CLK_TCK)
-cpu() { local t=0; for f in /proc/$1/task/*/stat; do t=$((t + $(awk '{print $14 + $15}' $f))); done; echo $t; }
+# cpu PID: every thread's user and system ticks, "USER SYS".
+cpu() { local u=0 s=0 f; for f in /proc/$1/task/*/stat; do read -r a b < <(awk '{print $14, $15}' "$f"); u=$((u + a)) s=$((s + b)); done; echo "$u $s"; }
 run() {
   local pid=$1 url=$2 name=$3
   taskset -c 0 wrk -t1 -c32 -d1s $url >/dev/null
-  local before=$(cpu $pid)
+  local before; before=$(cpu $pid)
   perf stat -e task-clock,context-switches,page-faults,cpu-migrations -p $pid -o $data/perf.$name -- sleep $dur >/dev/null 2>&1 &
   local perfpid=$!
   local out=$(taskset -c 0 wrk -t1 -c32 -d${dur}s $url)
   wait $perfpid || true
-  local after=$(cpu $pid)
+  local after; after=$(cpu $pid)
   local req=$(awk '/requests in/ {print $1}' <<<"$out")
   local rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   local per=$(awk -v r=$req '/context-switches|page-faults/ {gsub(",","",$1); printf "%s=%.3f ", $2, $1/r}' $data/perf.$name)
-  echo "$name rps=$rps cpu_us=$(echo "scale=2; ($after-$before)*1000000/$hz/$req" | bc) per_req: $per"
+  local us; us=$(awk -v b="$before" -v a="$after" -v hz=$hz -v r=$req 'BEGIN { split(b, x, " "); split(a, y, " "); u = (y[1]-x[1])*1e6/hz/r; s = (y[2]-x[2])*1e6/hz/r; printf "cpu_us=%.2f user_us=%.2f sys_us=%.2f", u+s, u, s }')
+  echo "$name rps=$rps $us per_req: $per"
 }
 for _ in $(seq "$rounds"); do
   run $native http://127.0.0.1:28090/ native

@@ -516,9 +516,17 @@ impl ModuleAffinityIndexAllocator {
     /// acquisition per shard to reduce contention when a decommit-queue
     /// flush returns a whole batch of slots at once.
     pub(crate) fn free_many(&self, items: impl IntoIterator<Item = (SlotId, usize)>) {
+        let mut items = items.into_iter();
+        let Some(first) = items.next() else { return };
+        let Some(second) = items.next() else {
+            // A lone slot, what a flush for one instance returns: freed
+            // directly, without the per-shard batches below (16 inline
+            // vectors built on the stack and moved).
+            return self.free(first.0, first.1);
+        };
         let mut per_shard: smallvec::SmallVec<[smallvec::SmallVec<[(SlotId, usize); 8]>; 16]> =
             (0..self.shards.len()).map(|_| Default::default()).collect();
-        for (index, bytes_resident) in items {
+        for (index, bytes_resident) in [first, second].into_iter().chain(items) {
             let (shard, local) = self.shard_of(index);
             per_shard[shard.index()].push((local, bytes_resident));
         }
@@ -1077,6 +1085,31 @@ mod test {
                 prop_assert_eq!(layout.shards.len(), 1);
             }
         });
+    }
+
+    #[test]
+    fn free_many_of_one_slot_or_several_frees_each_once() {
+        for count in [0u32, 1, 2, 5] {
+            let allocator = ModuleAffinityIndexAllocator::new_with_shard_count(256, 256, 2).unwrap();
+            let id1 = CompiledModuleId::new();
+            let memory = DefinedMemoryIndex::new(0);
+            let ids: Vec<SlotId> = (0..count)
+                .map(|_| allocator.alloc(Some(MemoryInModule(id1, memory))).unwrap())
+                .collect();
+            assert_eq!(allocator.unused_warm_slots(), 0);
+            allocator.free_many(ids.iter().map(|&id| (id, 4096)));
+            assert_eq!(allocator.unused_warm_slots(), count, "{count} slots");
+            assert_eq!(allocator.unused_bytes_resident(), 4096 * count as usize);
+            // Each comes back to the module it served, and each only once.
+            let mut again: Vec<SlotId> = (0..count)
+                .map(|_| allocator.alloc(Some(MemoryInModule(id1, memory))).unwrap())
+                .collect();
+            let mut expected = ids.clone();
+            again.sort_by_key(|id| id.0);
+            expected.sort_by_key(|id| id.0);
+            assert_eq!(again, expected);
+            assert_eq!(allocator.unused_warm_slots(), 0);
+        }
     }
 
     #[test]

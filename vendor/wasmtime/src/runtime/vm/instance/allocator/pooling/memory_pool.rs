@@ -495,8 +495,17 @@ impl MemoryPool {
     /// Same as [`Self::deallocate`].
     pub unsafe fn deallocate_many(
         &self,
-        items: impl Iterator<Item = (MemoryAllocationIndex, Option<MemoryImageSlot>, usize)>,
+        mut items: impl Iterator<Item = (MemoryAllocationIndex, Option<MemoryImageSlot>, usize)>,
     ) {
+        let Some(first) = items.next() else { return };
+        let Some(second) = items.next() else {
+            // A lone memory, what a flush for one instance returns: returned
+            // directly, without the per-stripe batches below.
+            let (allocation_index, image, bytes_resident) = first;
+            // SAFETY: the caller's contract, as for `deallocate`.
+            return unsafe { self.deallocate(allocation_index, image, bytes_resident) };
+        };
+        let items = [first, second].into_iter().chain(items);
         let mut per_stripe: smallvec::SmallVec<[smallvec::SmallVec<[(SlotId, usize); 8]>; 16]> = (0
             ..self.stripes.len())
             .map(|_| Default::default())
