@@ -28,7 +28,7 @@ curl -fs -o /dev/null -X PUT --data-binary @tests/fixtures/hello.wat http://127.
 [ -n "$(curl -fs http://127.0.0.1:28090/)" ] || { echo "breakdown: native-hello did not answer" >&2; exit 1; }
 hz=$(getconf CLK_TCK)
 # cpu PID: every thread's user and system ticks, "USER SYS".
-cpu() { local u=0 s=0 f; for f in /proc/$1/task/*/stat; do read -r a b < <(awk '{print $14, $15}' "$f"); u=$((u + a)) s=$((s + b)); done; echo "$u $s"; }
+cpu() { awk '{ u += $14; s += $15 } END { print u, s }' /proc/$1/task/*/stat; }
 run() {
   local pid=$1 url=$2 name=$3
   taskset -c 0 wrk -t1 -c32 -d1s $url >/dev/null
