@@ -1030,7 +1030,8 @@ impl Func {
     ) -> Result<()> {
         // SAFETY: the safety of this function call is the same as the contract
         // of this function.
-        invoke_wasm_and_catch_traps(store, |caller, vm| unsafe {
+        let caller = unsafe { store.0.caller_for(func_ref)? };
+        invoke_wasm_and_catch_traps(store, |vm| unsafe {
             VMFuncRef::array_call(func_ref, vm, caller, params_and_returns)
         })
     }
@@ -1454,11 +1455,12 @@ impl Func {
 /// raw trampoline or a raw WebAssembly function. This *must* be called to do
 /// things like catch traps and set up GC properly.
 ///
-/// The `closure` provided receives a default "caller" `VMContext` parameter it
-/// can pass to the called wasm function, if desired.
+/// The `closure` provided receives the interpreter, if the store runs one;
+/// the caller `VMContext` it passes to the callee comes from
+/// `StoreOpaque::caller_for`.
 pub(crate) fn invoke_wasm_and_catch_traps<T>(
     store: &mut StoreContextMut<'_, T>,
-    closure: impl FnMut(NonNull<VMContext>, Option<InterpreterRef<'_>>) -> bool,
+    closure: impl FnMut(Option<InterpreterRef<'_>>) -> bool,
 ) -> Result<()> {
     // The `enter_wasm` call below will reset the store context's
     // `stack_chain` to a new `InitialStack`, pointing to the

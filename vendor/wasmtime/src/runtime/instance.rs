@@ -365,7 +365,7 @@ impl Instance {
         let caller_vmctx = instance.vmctx();
         unsafe {
             let funcref = f.vm_func_ref(store.0);
-            super::func::invoke_wasm_and_catch_traps(store, |_default_caller, vm| {
+            super::func::invoke_wasm_and_catch_traps(store, |vm| {
                 VMFuncRef::array_call(funcref, vm, caller_vmctx, NonNull::from(&mut []))
             })?;
         }

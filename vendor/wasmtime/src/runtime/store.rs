@@ -499,7 +499,8 @@ pub struct StoreOpaque {
     /// globals, functions, memories, etc.
     store_data: StoreData,
     traitobj: StorePtr,
-    default_caller_vmctx: SendSyncPtr<VMContext>,
+    /// Allocated on first use (`default_caller`).
+    default_caller_vmctx: Option<SendSyncPtr<VMContext>>,
 
     /// Used to optimized wasm->host calls when the host function is defined with
     /// `Func::new` to avoid allocating a new vector each time a function is
@@ -750,7 +751,7 @@ impl<T> Store<T> {
             fuel_yield_interval: None,
             store_data,
             traitobj: StorePtr(None),
-            default_caller_vmctx: SendSyncPtr::new(NonNull::dangling()),
+            default_caller_vmctx: None,
             hostcall_val_storage: Vec::new(),
             wasm_val_raw_storage: TryVec::new(),
             pkey,
@@ -777,44 +778,9 @@ impl<T> Store<T> {
 
         inner.traitobj = StorePtr(Some(NonNull::from(&mut *inner)));
 
-        // Wasmtime uses the callee argument to host functions to learn about
-        // the original pointer to the `Store` itself, allowing it to
-        // reconstruct a `StoreContextMut<T>`. When we initially call a `Func`,
-        // however, there's no "callee" to provide. To fix this we allocate a
-        // single "default callee" for the entire `Store`. This is then used as
-        // part of `Func::call` to guarantee that the `callee: *mut VMContext`
-        // is never null.
-        let allocator = OnDemandInstanceAllocator::default();
-        let info = engine.empty_module_runtime_info();
-        allocator
-            .validate_module(info.env_module(), info.offsets())
-            .unwrap();
-
-        unsafe {
-            // Note that this dummy instance doesn't allocate tables or memories
-            // (also no limiter is passed in) so it won't have an async await
-            // point meaning that it should be ok to assert the future is
-            // always ready.
-            let result = vm::assert_ready(inner.allocate_instance(
-                None,
-                AllocateInstanceKind::Dummy {
-                    allocator: &allocator,
-                },
-                info,
-                Default::default(),
-            ));
-            let id = match result {
-                Ok(id) => id,
-                Err(e) => {
-                    if e.is::<OutOfMemory>() {
-                        return Err(e);
-                    }
-                    panic!("instance allocator failed to allocate default callee")
-                }
-            };
-            let default_caller_vmctx = inner.instance(id).vmctx();
-            inner.default_caller_vmctx = default_caller_vmctx.into();
-        }
+        // The "default caller" instance (`StoreOpaque::default_caller`) is
+        // allocated on first use, not here: a call whose callee is a core
+        // wasm function passes the callee's own instance as its caller.
 
         Ok(Self {
             inner: ManuallyDrop::new(inner),
@@ -1938,9 +1904,75 @@ impl StoreOpaque {
         NonNull::from(&self.vm_store_context)
     }
 
+    /// The caller `VMContext` for a call from the host into `callee`.
+    ///
+    /// A core wasm function does not read its caller (wasm code uses its own
+    /// `VMContext`; the store's start function is called this way too), so
+    /// it gets its own instance. Anything else (a host function, which finds
+    /// its `Caller` and the store through the caller, or a component's
+    /// trampoline) gets the store's default caller.
+    ///
+    /// # Safety
+    ///
+    /// `callee` must be a valid function reference owned by this store.
     #[inline]
-    pub fn default_caller(&self) -> NonNull<VMContext> {
-        self.default_caller_vmctx.as_non_null()
+    pub(crate) unsafe fn caller_for(
+        &mut self,
+        callee: NonNull<VMFuncRef>,
+    ) -> Result<NonNull<VMContext>> {
+        // SAFETY: the callee is valid per this function's contract, and every
+        // `VMOpaqueContext` begins with its magic.
+        let vmctx = unsafe { callee.as_ref().vmctx.as_non_null() };
+        if unsafe { vmctx.as_ref().magic } == wasmtime_environ::VMCONTEXT_MAGIC {
+            Ok(vmctx.cast())
+        } else {
+            self.default_caller()
+        }
+    }
+
+    /// The store's "default caller": an instance of no module, passed as the
+    /// caller of a host function called from the host, so that the function
+    /// can learn the `Store` from it (it has no exports for `Caller`).
+    ///
+    /// Allocated on the first call that needs it rather than with the store:
+    /// most stores only ever call core wasm functions (`caller_for`), and the
+    /// allocation and its drop were a sizeable part of a short-lived store's
+    /// life.
+    pub fn default_caller(&mut self) -> Result<NonNull<VMContext>> {
+        if let Some(vmctx) = self.default_caller_vmctx {
+            return Ok(vmctx.as_non_null());
+        }
+        let allocator = OnDemandInstanceAllocator::default();
+        let engine = self.engine().clone();
+        let info = engine.empty_module_runtime_info();
+        allocator
+            .validate_module(info.env_module(), info.offsets())
+            .unwrap();
+        // SAFETY: the empty module has no imports. This dummy instance
+        // allocates no tables or memories (and no limiter is passed in) so
+        // it has no async await point: the future is always ready.
+        let result = unsafe {
+            vm::assert_ready(self.allocate_instance(
+                None,
+                AllocateInstanceKind::Dummy {
+                    allocator: &allocator,
+                },
+                info,
+                Default::default(),
+            ))
+        };
+        let id = match result {
+            Ok(id) => id,
+            Err(e) => {
+                if e.is::<OutOfMemory>() {
+                    return Err(e);
+                }
+                panic!("instance allocator failed to allocate default callee")
+            }
+        };
+        let vmctx = self.instance(id).vmctx();
+        self.default_caller_vmctx = Some(vmctx.into());
+        Ok(vmctx)
     }
 
     #[inline]
@@ -2695,5 +2727,48 @@ mod tests {
         assert_eq!(*store.data(), 2);
         *store.data_mut() += 1;
         assert_eq!(*store.data(), 3);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn default_caller_only_for_callees_that_are_not_core_wasm() -> Result<()> {
+        use crate::{Caller, Func};
+
+        let engine = Engine::default();
+        let mut store = Store::new(&engine, ());
+        let host = Func::wrap(&mut store, |mut caller: Caller<'_, ()>| -> i32 {
+            // The default caller is an instance of no module: no exports.
+            i32::from(caller.get_export("answer").is_none())
+        });
+        let module = Module::new(
+            &engine,
+            r#"(module
+                (import "" "host" (func $host (result i32)))
+                (export "host" (func $host))
+                (func (export "answer") (result i32) i32.const 42))"#,
+        )?;
+        let instance = Instance::new(&mut store, &module, &[host.into()])?;
+        assert!(store.inner.default_caller_vmctx.is_none());
+
+        // Core wasm callees, typed and untyped, are their own callers.
+        let answer = instance.get_typed_func::<(), i32>(&mut store, "answer")?;
+        assert_eq!(answer.call(&mut store, ())?, 42);
+        let mut results = [Val::I32(0)];
+        let untyped = instance.get_func(&mut store, "answer").unwrap();
+        untyped.call(&mut store, &[], &mut results)?;
+        assert_eq!(results[0].unwrap_i32(), 42);
+        assert!(store.inner.default_caller_vmctx.is_none());
+
+        // A host function called from the host, directly or as an
+        // instance's export, is given the default caller, made then.
+        assert_eq!(host.typed::<(), i32>(&store)?.call(&mut store, ())?, 1);
+        assert!(store.inner.default_caller_vmctx.is_some());
+        let exported = instance.get_typed_func::<(), i32>(&mut store, "host")?;
+        assert_eq!(exported.call(&mut store, ())?, 1);
+        assert_eq!(answer.call(&mut store, ())?, 42);
+
+        // The dummy instance is never one of the store's instances.
+        assert_eq!(store.as_context_mut().0.all_instances().len(), 1);
+        Ok(())
     }
 }

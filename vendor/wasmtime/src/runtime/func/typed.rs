@@ -195,10 +195,12 @@ where
         // efficient to move in memory. This closure is actually invoked on the
         // other side of a C++ shim, so it can never be inlined enough to make
         // the memory go away, so the size matters here for performance.
-        let mut captures = (func, storage);
+        // SAFETY: `func` is owned by this store, per this function's contract.
+        let caller = unsafe { store.0.caller_for(func)? };
+        let mut captures = (func, caller, storage);
 
-        let result = invoke_wasm_and_catch_traps(store, |caller, vm| {
-            let (func_ref, storage) = &mut captures;
+        let result = invoke_wasm_and_catch_traps(store, |vm| {
+            let (func_ref, caller, storage) = &mut captures;
             let storage_len = mem::size_of_val::<Storage<_, _>>(storage) / mem::size_of::<ValRaw>();
             let storage: *mut Storage<_, _> = storage;
             let storage = storage.cast::<ValRaw>();
@@ -208,10 +210,10 @@ where
             // SAFETY: this function's own contract is that `func_ref` is safe
             // to call and additionally that the params/results are correctly
             // ascribed for this function call to be safe.
-            unsafe { VMFuncRef::array_call(*func_ref, vm, caller, storage) }
+            unsafe { VMFuncRef::array_call(*func_ref, vm, *caller, storage) }
         });
 
-        let (_, storage) = captures;
+        let (_, _, storage) = captures;
         result?;
 
         let mut store = AutoAssertNoGc::new(store.0);

@@ -25,7 +25,7 @@ use crate::ThrownException;
 use crate::runtime::module::lookup_code;
 use crate::runtime::store::{ExecutorRef, StoreOpaque};
 use crate::runtime::vm::sys::traphandlers;
-use crate::runtime::vm::{InterpreterRef, VMContext, VMStore, VMStoreContext, f32x4, f64x2, i8x16};
+use crate::runtime::vm::{InterpreterRef, VMStore, VMStoreContext, f32x4, f64x2, i8x16};
 use crate::{EntryStoreContext, prelude::*};
 use crate::{StoreContextMut, WasmBacktrace};
 use core::cell::Cell;
@@ -460,14 +460,12 @@ pub fn catch_traps<T, F>(
     mut closure: F,
 ) -> Result<()>
 where
-    F: FnMut(NonNull<VMContext>, Option<InterpreterRef<'_>>) -> bool,
+    F: FnMut(Option<InterpreterRef<'_>>) -> bool,
 {
-    let caller = store.0.default_caller();
-
     let result = CallThreadState::new(store.0, old_state).with(|_cx| match store.0.executor() {
-        ExecutorRef::Interpreter(r) => closure(caller, Some(r)),
+        ExecutorRef::Interpreter(r) => closure(Some(r)),
         #[cfg(has_host_compiler_backend)]
-        ExecutorRef::Native => closure(caller, None),
+        ExecutorRef::Native => closure(None),
     });
 
     match result {
