@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use wasmtime::{InstancePre, Module, ModuleExport, Store, TypedFunc};
+use wasmtime::{Func, InstancePre, Module, ModuleExport, Store};
 
 use super::output::log_guest_output;
 use super::state::TerrafirmaState;
@@ -29,7 +29,8 @@ struct Exports {
 /// An instance ready for `run`.
 struct Ready {
     store: Store<TerrafirmaState>,
-    run: TypedFunc<(), ()>,
+    /// Takes and returns nothing (checked at upload, `nullary_export`).
+    run: Func,
 }
 
 /// Makes instances of one module.
@@ -123,15 +124,11 @@ impl Instantiator {
         let table = exports.table.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_table());
         let malloc = exports.malloc.as_ref().and_then(|e| instance.get_module_export(&mut store, e)).and_then(|e| e.into_func());
         store.data_mut().session.set_guest(memory, table, malloc);
-        let typed = |store: &mut Store<TerrafirmaState>, export: &ModuleExport| {
-            instance
-                .get_module_export(&mut *store, export)
-                .and_then(|e| e.into_func())
-                .and_then(|f| f.typed::<(), ()>(&*store).ok())
-                .expect("export type checked at upload")
+        let func = |store: &mut Store<TerrafirmaState>, export: &ModuleExport| {
+            instance.get_module_export(&mut *store, export).and_then(|e| e.into_func()).expect("export checked at upload")
         };
         if let Some(initialize) = &exports.initialize {
-            let initialize = typed(&mut store, initialize);
+            let initialize = func(&mut store, initialize);
             let result = self.call(&mut store, initialize).await;
             if let Err(fault) = outcome(&store, result) {
                 // The error response leaves the node: what the guest wrote
@@ -140,7 +137,7 @@ impl Instantiator {
                 return Err(fault);
             }
         }
-        let run = typed(&mut store, &exports.run);
+        let run = func(&mut store, &exports.run);
         Ok(Ready { store, run })
     }
 
@@ -166,11 +163,19 @@ impl Instantiator {
         (answer, cost)
     }
 
-    /// Calls `func` in the module's call mode.
-    async fn call(&self, store: &mut Store<TerrafirmaState>, func: TypedFunc<(), ()>) -> wasmtime::Result<()> {
+    /// Calls `func`, an export of `store`'s instance that takes and returns
+    /// nothing, in the module's call mode.
+    async fn call(&self, store: &mut Store<TerrafirmaState>, func: Func) -> wasmtime::Result<()> {
         match self.mode {
-            CallMode::Direct => func.call(store, ()),
-            CallMode::Fiber => func.call_async(store, ()).await,
+            // Without `TypedFunc`: making one looks the function's type up
+            // in the engine's registry on every request, to check what
+            // upload already checked.
+            // SAFETY: `func` belongs to `store` and takes and returns
+            // nothing, so an empty array holds its parameters and results;
+            // a directly called guest's store is never on a fiber, so the
+            // call is not inside a `call_async`.
+            CallMode::Direct => unsafe { func.call_unchecked(store, &mut []) },
+            CallMode::Fiber => func.typed::<(), ()>(&*store)?.call_async(store, ()).await,
         }
     }
 }
