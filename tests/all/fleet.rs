@@ -346,8 +346,11 @@ struct Cluster {
     ports: Vec<u16>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct loopback ports free a moment ago: all bound at once, then
+/// released for the servers to take.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 impl Cluster {
@@ -357,15 +360,44 @@ impl Cluster {
             eprintln!("skipped: nats-server is not installed (bash scripts/setup.sh installs it)");
             return None;
         };
-        let dir = TempDir::new().unwrap();
-        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
-        let routes: Vec<String> = ports[3..].iter().map(|port| format!("nats://127.0.0.1:{port}")).collect();
-        let mut cluster = Cluster { servers: Vec::new(), dir, ports };
-        for i in 0..3 {
-            let server = cluster.spawn(i, &routes.join(","));
-            cluster.servers.push(server);
+        // Between a port's release and the server's bind, another test's
+        // connection can take it and that server exits, leaving a cluster
+        // of two that never takes a deploy of three replicas (what a
+        // whole-suite run once showed): start over on new ports then.
+        for _ in 0..5 {
+            let dir = TempDir::new().unwrap();
+            let ports = free_ports(6);
+            let routes: Vec<String> = ports[3..].iter().map(|port| format!("nats://127.0.0.1:{port}")).collect();
+            let mut cluster = Cluster { servers: Vec::new(), dir, ports };
+            for i in 0..3 {
+                let server = cluster.spawn(i, &routes.join(","));
+                cluster.servers.push(server);
+            }
+            if cluster.listening(Duration::from_secs(20)) {
+                return Some(cluster);
+            }
         }
-        Some(cluster)
+        panic!("three nats-servers did not start on free ports in five tries");
+    }
+
+    /// Whether all three servers accept clients and are still running.
+    fn listening(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.servers.iter_mut().any(|server| server.try_wait().ok().flatten().is_some()) {
+                return false;
+            }
+            if self.ports[..3].iter().all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok()) {
+                // A server whose cluster port was taken exits just after
+                // opening its client port.
+                std::thread::sleep(Duration::from_millis(200));
+                return self.servers.iter_mut().all(|server| server.try_wait().ok().flatten().is_none());
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn spawn(&self, i: usize, routes: &str) -> Child {
