@@ -27,7 +27,9 @@ fn strip_port(host: &str) -> &str {
         // An IPv6 literal: `[::1]:8080`.
         return rest.split(']').next().unwrap_or(rest);
     }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
+    // A byte loop, not `rsplit_once`: its searcher costs more than the
+    // dozen bytes of a host (this is every request).
+    host.bytes().rposition(|b| b == b':').map_or(host, |colon| &host[..colon])
 }
 
 /// The module serving `path` on the site `host` selects: the first path
@@ -48,7 +50,9 @@ pub fn script_name_len(path: &str, name: &str) -> usize {
 }
 
 fn first_segment(path: &str) -> &str {
-    path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default()
+    let path = path.strip_prefix('/').unwrap_or(path);
+    // A byte loop, not `split`: see `strip_port`.
+    path.bytes().position(|b| b == b'/').map_or(path, |slash| &path[..slash])
 }
 
 /// The module name the path's first segment gives, `.wasm` removed.
@@ -66,6 +70,16 @@ mod tests {
         assert_eq!(strip_port("example.com:8080"), "example.com");
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("example.com:"), "example.com");
+        assert_eq!(strip_port("a:b:80"), "a:b");
+        assert_eq!(strip_port(""), "");
+    }
+
+    #[test]
+    fn the_first_segment_is_up_to_the_second_slash() {
+        for (path, segment) in [("/hello/a/b", "hello"), ("/hello", "hello"), ("hello/a", "hello"), ("/", ""), ("", ""), ("//a", "")] {
+            assert_eq!(first_segment(path), segment, "{path:?}");
+        }
     }
 
     #[test]
