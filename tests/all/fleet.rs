@@ -418,6 +418,18 @@ impl Cluster {
         self.ports[..3].iter().map(|port| format!("nats://127.0.0.1:{port}")).collect()
     }
 
+    /// The last lines of each server's log, for a failure's message.
+    fn log_tails(&self) -> String {
+        (0..self.servers.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("log-{i}"))).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                format!("nats-{i}:\n{}", lines[lines.len().saturating_sub(15)..].join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// `kill -9` of one server.
     fn kill(&mut self, i: usize) {
         let _ = self.servers[i].kill();
@@ -442,10 +454,12 @@ async fn a_jetstream_server_killed_during_deploys_and_kv_writes_loses_no_acknowl
         TestNode::start_with(move |c| c.fleet = Some(fleet))
     };
     let a = node().await;
-    // Until the cluster has elected its JetStream leader, deploys are refused.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Until the cluster has elected its JetStream leader, deploys are
+    // refused. That takes seconds alone and can take a minute while the
+    // whole suite shares the two cores.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !matches!(a.deploy("_default", "kv", fixture("kv")).await.status, 200 | 201) {
-        assert!(Instant::now() < deadline, "the cluster took no deploy for 60 s");
+        assert!(Instant::now() < deadline, "the cluster took no deploy for 120 s; its logs:\n{}", cluster.log_tails());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
