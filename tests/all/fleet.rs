@@ -362,8 +362,8 @@ impl Cluster {
         };
         // Between a port's release and the server's bind, another test's
         // connection can take it and that server exits, leaving a cluster
-        // of two that never takes a deploy of three replicas (what a
-        // whole-suite run once showed): start over on new ports then.
+        // of two that never takes a deploy of three replicas: start over
+        // on new ports then.
         for _ in 0..5 {
             let dir = TempDir::new().unwrap();
             let ports = free_ports(6);
@@ -388,8 +388,8 @@ impl Cluster {
                 return false;
             }
             if self.ports[..3].iter().all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok()) {
-                // A server whose cluster port was taken exits just after
-                // opening its client port.
+                // A server whose cluster port was taken may exit just
+                // after opening its client port.
                 std::thread::sleep(Duration::from_millis(200));
                 return self.servers.iter_mut().all(|server| server.try_wait().ok().flatten().is_none());
             }
