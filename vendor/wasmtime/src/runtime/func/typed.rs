@@ -190,13 +190,14 @@ where
             params.store(&mut store, ty, dst)?;
         }
 
+        // SAFETY: `func` is owned by this store, per this function's contract.
+        let caller = unsafe { store.0.caller_for(func)? };
+
         // Try to capture only a single variable (a tuple) in the closure below.
         // This means the size of the closure is one pointer and is much more
         // efficient to move in memory. This closure is actually invoked on the
         // other side of a C++ shim, so it can never be inlined enough to make
         // the memory go away, so the size matters here for performance.
-        // SAFETY: `func` is owned by this store, per this function's contract.
-        let caller = unsafe { store.0.caller_for(func)? };
         let mut captures = (func, caller, storage);
 
         let result = invoke_wasm_and_catch_traps(store, |vm| {
